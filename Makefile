@@ -1,0 +1,55 @@
+# leaklab: the two commands are `make book` and `make test`.
+# Both set the environment up themselves (a virtual environment in .venv), installing
+# torch first so that pip never pulls a CUDA build onto a CPU-only machine.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_SPEC  ?= torch==2.13.0
+STAMP       := $(VENV)/.leaklab-installed
+JB          := $(VENV)/bin/jupyter-book
+
+.PHONY: help env test unit notebooks book-check book clean
+
+help:
+	@echo "make test   set up, run the unit tests, every notebook (smoke profile), and check the book's structure"
+	@echo "make book   set up, execute every chapter (book profile) and build _build/html"
+	@echo "make clean  remove build outputs"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[book,dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (leaklab)" >/dev/null
+	touch $(STAMP)
+
+env: $(STAMP)
+
+# Unit tests and every chapter notebook (nbmake), smoke profile, in one pytest run.
+test: env
+	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -q
+	$(MAKE) book-check
+
+unit: env
+	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests -q
+
+notebooks: env
+	LEAKLAB_PROFILE=smoke $(PY) -m pytest notebooks --nbmake --nbmake-timeout=900 -q
+
+# The book's structure without executing it: toc, cross-references, bibliography, API page.
+book-check: env
+	mkdir -p _build
+	sed 's/execute_notebooks: *force/execute_notebooks: "off"/' _config.yml > _build/_config.check.yml
+	$(JB) build . --config _build/_config.check.yml --path-output _build/check -W --keep-going -q --all
+	@echo "book structure: ok"
+
+# The rendered book: every chapter executed in the book profile (or $LEAKLAB_PROFILE).
+book: env
+	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-book} $(JB) build . -W --keep-going --all
+	@echo "book: _build/html/index.html"
+
+clean:
+	rm -rf _build .pytest_cache

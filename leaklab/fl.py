@@ -1,0 +1,267 @@
+"""Federated simulation: what a client releases and what the server sees.
+
+* FedSGD: a client releases the gradient of its loss on one batch,
+  ``g = (1/B) sum_i grad_theta L(f_theta(x_i), y_i)``.
+* FedAvg: a client takes ``local_steps`` SGD steps from ``theta`` and releases its
+  update ``delta = theta_local - theta``.
+* Aggregation: the server averages the releases (weighted by the clients' sizes).
+  Under secure aggregation it sees only their sum.
+
+Gradients are computed functionally (``torch.func``) so that many independent
+trials run as one batched computation: :func:`batch_gradients` takes inputs of
+shape ``(T, B, ...)`` and returns, for each parameter, a tensor ``(T, ...)``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ._checks import check_choice, check_positive_int, check_tensor
+from .data import Dataset
+
+__all__ = [
+    "Params", "parameters_of", "loss_gradient", "per_sample_gradients", "batch_gradients",
+    "flatten", "unflatten_like", "fedavg_update", "aggregate", "secure_sum", "Client",
+    "RoundView", "federated_round", "train", "accuracy",
+]
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def parameters_of(model: nn.Module) -> Params:
+    """A detached copy of the model's parameters, by name."""
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _check_batch(model: nn.Module, x, y, *, batch_dims: int) -> None:
+    check_tensor("x", x, floating=True)
+    check_tensor("y", y, finite=False)
+    if x.ndim < batch_dims + 1:
+        raise ValueError(f"x must have at least {batch_dims + 1} dimensions, got shape {tuple(x.shape)}")
+    if tuple(y.shape) != tuple(x.shape[:batch_dims]):
+        raise ValueError(
+            f"y must have shape {tuple(x.shape[:batch_dims])} to match x {tuple(x.shape)}, got {tuple(y.shape)}"
+        )
+    if y.is_floating_point():
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+
+
+def _loss(model: nn.Module, loss_fn: LossFn | None):
+    loss_fn = loss_fn or F.cross_entropy
+
+    def loss(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, params, (x,)), y)
+
+    return loss
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, params: Params | None = None,
+                  loss_fn: LossFn | None = None) -> Params:
+    """The FedSGD release: gradient of the mean loss over the batch ``x`` (B, ...), ``y`` (B,)."""
+    _check_batch(model, x, y, batch_dims=1)
+    params = parameters_of(model) if params is None else params
+    return grad(_loss(model, loss_fn))(params, x, y)
+
+
+def per_sample_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                         params: Params | None = None, loss_fn: LossFn | None = None) -> Params:
+    """One gradient per record: for each parameter a tensor ``(B, *param.shape)``."""
+    _check_batch(model, x, y, batch_dims=1)
+    params = parameters_of(model) if params is None else params
+    loss = _loss(model, loss_fn)
+
+    def one(p, xi, yi):
+        return grad(loss)(p, xi.unsqueeze(0), yi.unsqueeze(0))
+
+    return vmap(one, in_dims=(None, 0, 0))(params, x, y)
+
+
+def batch_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *,
+                    params: Params | None = None, params_batched: bool = False,
+                    loss_fn: LossFn | None = None, chunk_size: int | None = None) -> Params:
+    """FedSGD releases of ``T`` independent trials at once.
+
+    ``xs`` has shape ``(T, B, ...)`` and ``ys`` ``(T, B)``; the result maps each
+    parameter name to a ``(T, *param.shape)`` tensor of mean-loss gradients. With
+    ``params_batched=True``, ``params`` carries a leading trial dimension too (one
+    model initialisation per trial).
+    """
+    _check_batch(model, xs, ys, batch_dims=2)
+    params = parameters_of(model) if params is None else params
+    loss = _loss(model, loss_fn)
+    return vmap(grad(loss), in_dims=(0 if params_batched else None, 0, 0),
+                chunk_size=chunk_size)(params, xs, ys)
+
+
+def flatten(grads: Mapping[str, torch.Tensor], *, batch_dims: int = 0) -> torch.Tensor:
+    """Concatenate a gradient dict into one vector (keeping ``batch_dims`` leading dims)."""
+    parts = [g.reshape(*g.shape[:batch_dims], -1) for g in grads.values()]
+    return torch.cat(parts, dim=-1)
+
+
+def unflatten_like(vector: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
+    """Split a flat vector back into tensors shaped as ``like``."""
+    out, i = {}, 0
+    for k, v in like.items():
+        out[k] = vector[..., i:i + v.numel()].reshape(*vector.shape[:-1], *v.shape)
+        i += v.numel()
+    if i != vector.shape[-1]:
+        raise ValueError(f"vector has {vector.shape[-1]} entries, the parameters {i}")
+    return out
+
+
+def fedavg_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, local_steps: int = 1,
+                  lr: float = 0.1, local_batch_size: int | None = None, params: Params | None = None,
+                  loss_fn: LossFn | None = None) -> Params:
+    """The FedAvg release: ``theta_local - theta`` after ``local_steps`` SGD steps on ``x, y``.
+
+    The client's data are split into consecutive mini-batches of ``local_batch_size``
+    (all of them at once when ``None``) and cycled through. Functional, so it can be
+    vmapped over trials.
+    """
+    _check_batch(model, x, y, batch_dims=1)
+    check_positive_int("local_steps", local_steps)
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    params = parameters_of(model) if params is None else params
+    g = grad(_loss(model, loss_fn))
+    n = x.shape[0]
+    bs = n if local_batch_size is None else check_positive_int("local_batch_size", local_batch_size)
+    starts = list(range(0, n, bs))
+    cur = dict(params)
+    for step in range(local_steps):
+        s = starts[step % len(starts)]
+        grads = g(cur, x[s:s + bs], y[s:s + bs])
+        cur = {k: cur[k] - lr * grads[k] for k in cur}
+    return {k: cur[k] - params[k] for k in params}
+
+
+def aggregate(releases: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None) -> Params:
+    """The weighted mean of client releases (FedAvg's server step)."""
+    if not releases:
+        raise ValueError("releases must hold at least one client release")
+    w = torch.ones(len(releases)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    if w.shape != (len(releases),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(releases)} non-negative numbers with a positive sum")
+    w = w / w.sum()
+    return {k: sum(float(wi) * r[k] for wi, r in zip(w, releases)) for k in releases[0]}
+
+
+def secure_sum(releases: Sequence[Mapping[str, torch.Tensor]]) -> Params:
+    """What the server learns under secure aggregation: the sum of the releases, nothing else."""
+    if not releases:
+        raise ValueError("releases must hold at least one client release")
+    return {k: sum(r[k] for r in releases) for k in releases[0]}
+
+
+@dataclass
+class Client:
+    """A federated client holding private ``data``."""
+
+    id: int
+    data: Dataset
+
+    def draw_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Dataset:
+        check_positive_int("batch_size", batch_size)
+        return self.data.sample(min(batch_size, len(self.data)), generator=generator)
+
+    def fedsgd(self, model: nn.Module, batch_size: int, *, generator=None) -> tuple[Params, Dataset]:
+        """Release the gradient of one random batch; returns ``(gradient, batch)``."""
+        batch = self.draw_batch(batch_size, generator)
+        dev = next(model.parameters()).device
+        return loss_gradient(model, batch.x.to(dev), batch.y.to(dev)), batch
+
+    def fedavg(self, model: nn.Module, *, local_steps: int, lr: float, local_batch_size: int | None = None,
+               generator=None) -> tuple[Params, Dataset]:
+        """Release the update after ``local_steps`` local SGD steps on all of this client's data."""
+        dev = next(model.parameters()).device
+        perm = torch.randperm(len(self.data), generator=generator)
+        data = self.data.subset(perm)
+        upd = fedavg_update(model, data.x.to(dev), data.y.to(dev), local_steps=local_steps, lr=lr,
+                            local_batch_size=local_batch_size)
+        return upd, data
+
+
+@dataclass
+class RoundView:
+    """What the server sees in one round, and the model update it applies.
+
+    ``releases`` maps each client id to its release; it is empty under secure
+    aggregation, where only ``total`` (the sum of the releases) is visible.
+    """
+
+    protocol: str
+    secure: bool
+    releases: dict[int, Params]
+    total: Params
+    aggregate: Params
+    batches: dict[int, Dataset] = field(default_factory=dict, repr=False)  # ground truth, not seen
+
+
+def federated_round(model: nn.Module, clients: Sequence[Client], *, protocol: str = "fedsgd",
+                    batch_size: int = 8, local_steps: int = 1, lr: float = 0.1,
+                    secure_aggregation: bool = False, seed: int = 0, apply: bool = False) -> RoundView:
+    """Simulate one round: every client releases, the server aggregates.
+
+    With ``apply=True`` the server's step is applied to ``model`` (FedSGD: a step of
+    size ``lr`` along the mean gradient; FedAvg: adding the mean update).
+    """
+    check_choice("protocol", protocol, ("fedsgd", "fedavg"))
+    if not clients:
+        raise ValueError("clients must hold at least one Client")
+    gen = torch.Generator().manual_seed(seed)
+    releases, batches, sizes = {}, {}, []
+    for c in clients:
+        if protocol == "fedsgd":
+            rel, batch = c.fedsgd(model, batch_size, generator=gen)
+        else:
+            rel, batch = c.fedavg(model, local_steps=local_steps, lr=lr, generator=gen)
+        releases[c.id], batches[c.id] = rel, batch
+        sizes.append(len(batch))
+    total = secure_sum(list(releases.values()))
+    agg = aggregate(list(releases.values()), sizes)
+    if apply:
+        with torch.no_grad():
+            sign = -lr if protocol == "fedsgd" else 1.0
+            for k, p in model.named_parameters():
+                p.add_(sign * agg[k])
+    return RoundView(protocol, secure_aggregation, {} if secure_aggregation else releases,
+                     total, agg, batches)
+
+
+def train(model: nn.Module, data: Dataset, *, steps: int, lr: float = 0.05, batch_size: int = 32,
+          seed: int = 0, momentum: float = 0.9, progress: bool = True) -> nn.Module:
+    """Train ``model`` in place with SGD for ``steps`` mini-batch steps (a chosen training state)."""
+    check_positive_int("steps", steps, minimum=0)
+    check_positive_int("batch_size", batch_size)
+    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    x, y = data.x.to(dev), data.y.to(dev)
+    from tqdm.auto import trange
+
+    model.train()
+    for _ in trange(steps, desc="train", disable=not progress or steps == 0, leave=False):
+        idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen).to(dev)
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 1024) -> float:
+    """The fraction of ``data`` that ``model`` classifies correctly."""
+    dev = next(model.parameters()).device
+    correct = 0
+    for s in range(0, len(data), batch_size):
+        out = model(data.x[s:s + batch_size].to(dev))
+        correct += int((out.argmax(1).cpu() == data.y[s:s + batch_size]).sum())
+    return correct / max(len(data), 1)

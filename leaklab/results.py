@@ -1,0 +1,114 @@
+"""Result records: one experiment's config, seed, environment, numbers and wall time.
+
+Records are written as JSON lines, one record a line, so that sweeps can append
+and resume. The command line's ``--json`` prints the same records.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["Record", "write_records", "read_records", "completed", "timed"]
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+@dataclass
+class Record:
+    """One result: what was run (``kind``, ``config``, ``seed``), where, and what came out."""
+
+    kind: str
+    config: dict
+    seed: int
+    numbers: dict
+    wall_time: float = 0.0
+    device: str = "cpu"
+    leaklab_version: str = field(default_factory=_version)
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+    python_version: str = field(default_factory=platform.python_version)
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return _jsonable(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        known = {f for f in cls.__dataclass_fields__}
+        missing = {"kind", "config", "seed", "numbers"} - set(d)
+        if missing:
+            raise ValueError(f"record is missing fields: {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def key(self) -> str:
+        """A stable identity of what was run (kind, config and seed), for resuming sweeps."""
+        return json.dumps([self.kind, _jsonable(self.config), self.seed], sort_keys=True)
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Record]) -> Path:
+    """Append ``records`` to the JSON-lines file at ``path`` (created with its folder if needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(r.to_json() + "\n")
+    return path
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read every record from a JSON-lines file (an error names the bad line)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Record.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError) as exc:
+                raise ValueError(f"{path}, line {i}: not a leaklab record ({exc})") from None
+    return out
+
+
+def completed(path: str | os.PathLike) -> set[str]:
+    """The keys of the records already in ``path`` (empty if it does not exist)."""
+    p = Path(path)
+    return {r.key() for r in read_records(p)} if p.exists() else set()
+
+
+@contextmanager
+def timed() -> Iterator[dict]:
+    """``with timed() as t: ...`` then ``t["seconds"]`` holds the wall time."""
+    t = {"seconds": 0.0}
+    start = time.perf_counter()
+    try:
+        yield t
+    finally:
+        t["seconds"] = time.perf_counter() - start
