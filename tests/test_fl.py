@@ -1,0 +1,125 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leaklab import fl
+from leaklab.data import load_dataset
+from leaklab.models import build_model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", n=300, seed=0)
+
+
+def _autograd_grad(model, x, y):
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+
+
+def test_loss_gradient_matches_autograd(digits):
+    m = build_model("lenet", (1, 8, 8), 10, seed=0)
+    g = fl.loss_gradient(m, digits.x[:5], digits.y[:5])
+    ref = _autograd_grad(m, digits.x[:5], digits.y[:5])
+    for k in ref:
+        assert torch.allclose(g[k], ref[k], atol=1e-6)
+
+
+def test_per_sample_gradients_average_to_the_batch_gradient(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    ps = fl.per_sample_gradients(m, digits.x[:6], digits.y[:6])
+    g = fl.loss_gradient(m, digits.x[:6], digits.y[:6])
+    for k in g:
+        assert ps[k].shape == (6, *g[k].shape)
+        assert torch.allclose(ps[k].mean(0), g[k], atol=1e-6)
+
+
+def test_batch_gradients_equal_one_trial_at_a_time(digits):
+    m = build_model("convnet", (1, 8, 8), 10, seed=0, width=8)
+    xs, ys = digits.x[:12].view(3, 4, 1, 8, 8), digits.y[:12].view(3, 4)
+    bg = fl.batch_gradients(m, xs, ys)
+    for t in range(3):
+        ref = _autograd_grad(m, xs[t], ys[t])
+        for k in ref:
+            assert torch.allclose(bg[k][t], ref[k], atol=1e-5)
+
+
+def test_batch_gradients_with_one_model_per_trial(digits):
+    models = [build_model("mlp", (1, 8, 8), 10, seed=s) for s in range(3)]
+    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+              for k, _ in models[0].named_parameters()}
+    xs, ys = digits.x[:6].view(3, 2, 1, 8, 8), digits.y[:6].view(3, 2)
+    bg = fl.batch_gradients(models[0], xs, ys, params=params, params_batched=True)
+    for t, m in enumerate(models):
+        ref = _autograd_grad(m, xs[t], ys[t])
+        assert torch.allclose(bg["net.1.weight"][t], ref["net.1.weight"], atol=1e-6)
+
+
+def test_flatten_round_trips(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    g = fl.loss_gradient(m, digits.x[:2], digits.y[:2])
+    v = fl.flatten(g)
+    assert v.shape == (sum(p.numel() for p in m.parameters()),)
+    back = fl.unflatten_like(v, g)
+    assert all(torch.equal(back[k], g[k]) for k in g)
+
+
+def test_fedavg_one_full_batch_step_is_minus_lr_times_the_gradient(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    g = fl.loss_gradient(m, digits.x[:8], digits.y[:8])
+    upd = fl.fedavg_update(m, digits.x[:8], digits.y[:8], local_steps=1, lr=0.5)
+    for k in g:
+        assert torch.allclose(upd[k], -0.5 * g[k], atol=1e-6)
+    multi = fl.fedavg_update(m, digits.x[:8], digits.y[:8], local_steps=4, lr=0.5, local_batch_size=2)
+    assert not torch.allclose(multi["net.1.bias"], upd["net.1.bias"])
+
+
+def test_aggregation_and_secure_sum():
+    a = {"w": torch.tensor([1.0, 2.0])}
+    b = {"w": torch.tensor([3.0, 6.0])}
+    assert torch.equal(fl.secure_sum([a, b])["w"], torch.tensor([4.0, 8.0]))
+    assert torch.allclose(fl.aggregate([a, b], [1, 3])["w"], torch.tensor([2.5, 5.0]))
+    with pytest.raises(ValueError, match="at least one client release"):
+        fl.aggregate([])
+    with pytest.raises(ValueError, match="non-negative numbers"):
+        fl.aggregate([a, b], [1, -1])
+
+
+def test_secure_round_hides_individual_releases(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    clients = [fl.Client(i, digits.subset(slice(50 * i, 50 * i + 50))) for i in range(3)]
+    open_view = fl.federated_round(m, clients, batch_size=4, seed=1)
+    secure_view = fl.federated_round(m, clients, batch_size=4, seed=1, secure_aggregation=True)
+    assert set(open_view.releases) == {0, 1, 2} and secure_view.releases == {}
+    for k in open_view.total:
+        assert torch.allclose(secure_view.total[k], sum(open_view.releases[i][k] for i in range(3)))
+
+
+def test_round_apply_moves_the_model(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    clients = [fl.Client(i, digits.subset(slice(50 * i, 50 * i + 50))) for i in range(2)]
+    before = m.net[1].bias.detach().clone()
+    view = fl.federated_round(m, clients, protocol="fedavg", local_steps=2, lr=0.1, apply=True)
+    assert torch.allclose(m.net[1].bias.detach(), before + view.aggregate["net.1.bias"])
+    with pytest.raises(ValueError, match="unknown protocol 'fedprox'; choose from: fedavg, fedsgd"):
+        fl.federated_round(m, clients, protocol="fedprox")
+
+
+def test_training_reaches_a_useful_state(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    before = fl.accuracy(m, digits)
+    fl.train(m, digits, steps=150, lr=0.1, seed=0, progress=False)
+    assert fl.accuracy(m, digits) > max(0.8, before + 0.5)
+
+
+def test_bad_batches_are_rejected(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    with pytest.raises(ValueError, match="y must have shape"):
+        fl.loss_gradient(m, digits.x[:4], digits.y[:3])
+    with pytest.raises(TypeError, match="integer class labels"):
+        fl.loss_gradient(m, digits.x[:4], digits.y[:4].float())
+    x = digits.x[:4].clone()
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        fl.loss_gradient(m, x, digits.y[:4])
