@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["to_numpy_image", "image_grid", "sample_grid", "table_heatmap", "compare_rows"]
+__all__ = ["to_numpy_image", "image_grid", "sample_grid", "table_heatmap", "compare_rows", "threat_model"]
 
 
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
@@ -86,5 +86,35 @@ def compare_rows(rows: dict[str, torch.Tensor], *, size: float = 1.2):
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def threat_model():
+    """Three panels: what the server sees under FedSGD, FedAvg and secure aggregation."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    panels = [
+        ("FedSGD", ["∇L(θ; batch₁)", "∇L(θ; batch₂)", "∇L(θ; batch₃)"], "every client's gradient"),
+        ("FedAvg", ["θ₁ − θ  (K steps)", "θ₂ − θ  (K steps)", "θ₃ − θ  (K steps)"], "every client's update"),
+        ("Secure aggregation", ["masked", "masked", "masked"], "only the sum Σ"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (title, msgs, sees) in zip(axes, panels):
+        ax.set_xlim(0, 10)
+        ax.set_ylim(0, 10)
+        ax.axis("off")
+        ax.set_title(title, fontsize=12)
+        ax.add_patch(FancyBboxPatch((3.2, 7.6), 3.6, 1.6, boxstyle="round,pad=0.2", fc="#f4d6d6", ec="#a33"))
+        ax.text(5, 8.4, f"server sees\n{sees}", ha="center", va="center", fontsize=9)
+        for i, msg in enumerate(msgs):
+            x = 1.7 + 3.3 * i
+            ax.add_patch(FancyBboxPatch((x - 1.2, 0.6), 2.4, 1.4, boxstyle="round,pad=0.2", fc="#d6e4f4", ec="#35a"))
+            ax.text(x, 1.3, f"client {i + 1}\nprivate data", ha="center", va="center", fontsize=8)
+            ax.add_patch(FancyArrowPatch((x, 2.3), (5 + (x - 5) * 0.35, 7.3), arrowstyle="-|>", mutation_scale=12,
+                                         color="#555"))
+            ax.text(x + (0.1 if i != 1 else 0.15), 4.6 - 0.0 * i, msg, ha="center", va="center", fontsize=7.5,
+                    rotation=0, bbox=dict(fc="white", ec="none", alpha=0.85))
     fig.tight_layout()
     return fig

@@ -1,0 +1,59 @@
+"""The book's form: every chapter is listed, opens on Colab, installs from the one address."""
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+REPO = CONFIG["repository"]["url"].rstrip("/")
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _toc_files(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("file", "root"):
+                yield v
+            else:
+                yield from _toc_files(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _toc_files(v)
+
+
+def test_toc_files_exist_and_every_chapter_is_listed():
+    files = set(_toc_files(TOC))
+    for f in files:
+        assert any((ROOT / f"{f}{ext}").exists() for ext in ("", ".md", ".ipynb")), f"{f} in _toc.yml is missing"
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.stem}" in files, f"{nb.name} is not in _toc.yml"
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["execute"]["allow_errors"] is False
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapter notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_form(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    first = cells[0]
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# Chapter")
+    badge = f"https://colab.research.google.com/github/{REPO.split('github.com/')[1]}/blob/main/notebooks/{path.name}"
+    assert badge in first.source, "the Colab badge must point at this notebook in the configured repository"
+    install = cells[1]
+    assert install.cell_type == "code" and "remove-cell" in install.metadata.get("tags", [])
+    assert "google.colab" in install.source and f"git+{REPO}" in install.source
+    text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert "Learning objectives" in text
+    assert "## Summary" in text and "## Exercises" in text
+    for c in cells:
+        if c.cell_type == "code":
+            assert not c.get("outputs"), f"{path.name} is committed with outputs; clear them"
+    assert "/work/" not in path.read_text()
