@@ -2,6 +2,11 @@
 from .base import Reconstruction, get_attack, list_attacks, register_attack
 from . import analytic, rgap  # noqa: F401  (register the "analytic" and "rgap" attacks, the "rgapnet" model)
 from .analytic import fc_input_from_gradients
+from . import optimization as _optimization  # noqa: F401  (registers dlg, idlg, ig)
+from .labels import recover_labels
+from .optimization import dlg, idlg, ig, lbfgs
+from .run import ReconstructionRun, run_reconstruction
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
+__all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "recover_labels", "run_reconstruction"]
 __all__ += ["analytic", "fc_input_from_gradients", "rgap"]

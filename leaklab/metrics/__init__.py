@@ -1,3 +1,6 @@
 """How attacks are scored: image similarity for reconstructions, ROC statistics for inference."""
 
+from .image import ImageScores, label_accuracy, match, mse, psnr, score_images, ssim
+
 __all__: list[str] = []
+__all__ += ["ImageScores", "label_accuracy", "match", "mse", "psnr", "score_images", "ssim"]

@@ -1,0 +1,439 @@
+"""Optimisation attacks: find inputs whose gradient matches the released one.
+
+Three attacks share one machinery here:
+
+* ``dlg`` — Deep Leakage from Gradients (Zhu et al., 2019): minimise the squared
+  distance between the dummy input's gradient and the released gradient with
+  L-BFGS, optimising a soft dummy label jointly with the input.
+* ``idlg`` — improved DLG (Zhao et al., 2020): read the labels off the output
+  layer's gradient first (:mod:`leaklab.attacks.labels`), then optimise the input only.
+* ``ig`` — Inverting Gradients (Geiping et al., 2020): cosine distance between
+  gradients plus a total-variation prior, Adam with a step schedule, several
+  restarts of which the one with the lowest objective is kept.
+
+All ``T`` trials (and their restarts) run as one batched optimisation: the
+gradient-matching loss of one problem is written for a single trial with
+``torch.func`` (the inner gradient with respect to the parameters, the outer one
+with respect to the dummy input) and ``vmap`` maps it over the problems.
+L-BFGS is our own batched implementation (:func:`lbfgs`): each problem keeps its
+own curvature history and its own step size, so the problems stay independent as
+if each had been solved alone; only the arithmetic is shared.
+
+Defaults of ``dlg`` ("DLG with its default settings" in the book): 300 L-BFGS
+iterations with a history of 20 pairs and a backtracking (Armijo) line search,
+one restart, the squared gradient distance normalised by the released
+gradient's squared norm (a problem stops early once it falls below ``1e-13``),
+the image optimised unconstrained from uniform noise in ``[0, 1]`` and clipped
+to ``[0, 1]`` at the end (``image_param="free"``; a ``sigmoid`` parametrisation
+slows L-BFGS down near saturated pixels), and ``labels="auto"``: for a
+batch of one the label is recovered iDLG-style (exact for cross-entropy) and
+only the image is optimised; for larger batches the labels are optimised jointly
+as in the original. ``labels="joint"`` gives the original joint optimisation at
+every batch size.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+from .._checks import check_choice, check_positive_int, check_tensor
+from ..runtime import get_device
+from .base import Reconstruction, register_attack
+from .labels import recover_labels
+
+__all__ = ["dlg", "idlg", "ig", "lbfgs", "check_release", "matching_objective", "total_variation",
+           "DISTANCES", "IMAGE_PARAMS", "LABEL_MODES"]
+
+Params = dict[str, torch.Tensor]
+
+LABEL_MODES = ("auto", "joint", "recover")
+IMAGE_PARAMS = ("sigmoid", "clamp", "free")
+
+
+# -- distances between a dummy gradient and the released one -----------------------------------
+
+def _l2(gx: Mapping[str, torch.Tensor], g: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    num = sum(((gx[k] - g[k]) ** 2).sum() for k in g)
+    den = sum((g[k] ** 2).sum() for k in g)
+    return num / den.clamp_min(1e-30)
+
+
+def _cosine(gx: Mapping[str, torch.Tensor], g: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    dot = sum((gx[k] * g[k]).sum() for k in g)
+    nx = sum((gx[k] ** 2).sum() for k in g)
+    ng = sum((g[k] ** 2).sum() for k in g)
+    return 1.0 - dot / (nx.clamp_min(1e-30).sqrt() * ng.clamp_min(1e-30).sqrt())
+
+
+#: Gradient distances: ``l2`` is ``|g(x) - g|^2 / |g|^2``, ``cosine`` is ``1 - cos(g(x), g)``.
+DISTANCES: dict[str, Callable] = {"l2": _l2, "cosine": _cosine}
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels of ``x`` (..., C, H, W)."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+def check_release(model: nn.Module, params: Mapping[str, torch.Tensor],
+                  grads: Mapping[str, torch.Tensor]) -> int:
+    """Check that ``params`` and ``grads`` fit ``model`` with one leading trial dimension; return ``T``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, d in (("params", params), ("grads", grads)):
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{name} must be a dict of tensors, got {type(d).__name__}")
+    expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    for name, d in (("params", params), ("grads", grads)):
+        if set(d) != set(expected):
+            missing, extra = set(expected) - set(d), set(d) - set(expected)
+            raise ValueError(
+                f"{name} must hold the model's parameters {sorted(expected)}; "
+                f"missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
+    T = None
+    for name, d in (("params", params), ("grads", grads)):
+        for k, v in d.items():
+            check_tensor(f"{name}[{k!r}]", v, floating=True)
+            if tuple(v.shape[1:]) != expected[k]:
+                raise ValueError(
+                    f"{name}[{k!r}] must have shape (T, *{expected[k]}), got {tuple(v.shape)}"
+                )
+            if T is None:
+                T = v.shape[0]
+            elif v.shape[0] != T:
+                raise ValueError(f"{name}[{k!r}] has {v.shape[0]} trials, expected {T} like the others")
+    return int(T)
+
+
+# -- the matching objective of one problem -------------------------------------------------------
+
+def _to_image(z: torch.Tensor, image_param: str) -> torch.Tensor:
+    if image_param == "sigmoid":
+        return torch.sigmoid(z)
+    if image_param == "clamp":
+        return z.clamp(0.0, 1.0)
+    return z
+
+
+def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_size: int,
+                       num_classes: int, joint_labels: bool, distance: str = "l2",
+                       tv: float = 0.0, image_param: str = "sigmoid") -> Callable:
+    """The gradient-matching objective of a single problem, for ``torch.func`` transforms.
+
+    Returns ``f(v, params, grads, y) -> loss`` where ``v`` is the flat vector of
+    unknowns (the image variables ``z``, ``batch_size * prod(input_shape)`` of
+    them, followed by ``batch_size * num_classes`` label logits when
+    ``joint_labels``), ``params``/``grads`` one trial's tensors and ``y`` the labels
+    ``(batch_size,)`` (ignored with ``joint_labels``). The dummy batch's gradient is
+    computed with ``torch.func.grad``, so ``grad(f)`` differentiates through it.
+    """
+    check_choice("distance", distance, DISTANCES)
+    check_choice("image_param", image_param, IMAGE_PARAMS)
+    dist = DISTANCES[distance]
+    n_img = batch_size * math.prod(input_shape)
+
+    def f(v, p, g, y):
+        x = _to_image(v[:n_img], image_param).reshape(batch_size, *input_shape)
+        if joint_labels:
+            soft = torch.softmax(v[n_img:].reshape(batch_size, num_classes), -1)
+
+            def loss(q):
+                out = functional_call(model, q, (x,))
+                return -(soft * torch.log_softmax(out, -1)).sum(-1).mean()
+        else:
+            def loss(q):
+                return F.cross_entropy(functional_call(model, q, (x,)), y)
+        d = dist(grad(loss)(p), g)
+        if tv:
+            d = d + tv * total_variation(x)
+        return d
+
+    return f
+
+
+def _batched(fn: Callable, params: Params, grads: Params, y: torch.Tensor) -> Callable:
+    """``fg(v, idx)``: losses and gradients of the problems ``idx`` at ``v`` (rows of those problems)."""
+    vg = vmap(grad_and_value(fn), in_dims=(0, 0, 0, 0))
+
+    def fg(v: torch.Tensor, idx: torch.Tensor | None = None):
+        if idx is None:
+            gv, fv = vg(v, params, grads, y)
+        else:
+            gv, fv = vg(v, {k: t[idx] for k, t in params.items()},
+                        {k: t[idx] for k, t in grads.items()}, y[idx])
+        return fv.detach(), gv.detach()
+
+    return fg
+
+
+# -- batched L-BFGS ------------------------------------------------------------------------------
+
+def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: float = 1e-4,
+          max_backtracks: int = 12, tol: float = 1e-13, progress: bool = True,
+          desc: str = "L-BFGS") -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Minimise ``N`` independent problems at once with L-BFGS.
+
+    ``fg(v, idx)`` returns the losses ``(n,)`` and gradients ``(n, D)`` of the problems
+    ``idx`` (all when ``None``) at the rows ``v`` ``(n, D)``; ``v0`` is ``(N, D)``.
+    Each problem has its own curvature pairs (the two-loop recursion runs on all
+    of them at once), its own step size from a backtracking line search with the
+    Armijo condition, and stops on its own when its loss falls below ``tol`` or no
+    step decreases it; only problems still running are evaluated. Returns the best
+    point and loss of every problem and a dict with ``evaluations`` (function
+    evaluations per problem, ``(N,)``) and ``iterations``.
+    """
+    check_positive_int("iters", iters, minimum=0)
+    check_positive_int("history", history)
+    from tqdm.auto import trange
+
+    v = v0.detach().clone()
+    N, D = v.shape
+    f, g = fg(v)
+    evals = torch.ones(N, dtype=torch.long, device=v.device)
+    S = v.new_zeros(history, N, D)
+    Y = v.new_zeros(history, N, D)
+    rho = v.new_zeros(history, N)
+    gamma = (1.0 / g.abs().sum(-1).clamp_min(1.0))        # first step as torch's L-BFGS: min(1, 1/|g|_1)
+    active = torch.isfinite(f) & (f > tol)
+    stalls = torch.zeros(N, dtype=torch.long, device=v.device)
+    best_v, best_f = v.clone(), torch.where(torch.isfinite(f), f, torch.full_like(f, math.inf))
+    it_done = 0
+    bar = trange(iters, desc=desc, disable=not progress, leave=False)
+    for it in bar:
+        idx = active.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        it_done = it + 1
+        va, fa, ga = v[idx], f[idx], g[idx]
+        Sa, Ya, ra = S[:, idx], Y[:, idx], rho[:, idx]
+        # two-loop recursion, newest pair first (slots are a ring buffer)
+        order = [(it - 1 - j) % history for j in range(min(it, history))]
+        q = ga.clone()
+        alphas = []
+        for j in order:
+            a = ra[j] * (Sa[j] * q).sum(-1)
+            q = q - a[:, None] * Ya[j]
+            alphas.append(a)
+        r = gamma[idx, None] * q
+        for j, a in zip(reversed(order), reversed(alphas)):
+            b = ra[j] * (Ya[j] * r).sum(-1)
+            r = r + Sa[j] * (a - b)[:, None]
+        d = -r
+        gd = (ga * d).sum(-1)
+        uphill = ~(gd < 0) | ~torch.isfinite(gd)
+        if uphill.any():                                   # fall back to steepest descent
+            d[uphill] = -gamma[idx][uphill, None] * ga[uphill]
+            gd = (ga * d).sum(-1)
+            rho[:, idx[uphill]] = 0.0
+        # backtracking line search, each problem with its own step
+        t = torch.ones_like(fa)
+        accepted = torch.zeros_like(fa, dtype=torch.bool)
+        vn, fn, gn = va.clone(), fa.clone(), ga.clone()
+        for _ in range(max_backtracks):
+            todo = (~accepted).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            cand = va[todo] + t[todo, None] * d[todo]
+            fc, gc = fg(cand, idx[todo])
+            evals[idx[todo]] += 1
+            ok = torch.isfinite(fc) & (fc <= fa[todo] + c1 * t[todo] * gd[todo])
+            sel = todo[ok]
+            vn[sel], fn[sel], gn[sel] = cand[ok], fc[ok], gc[ok]
+            accepted[sel] = True
+            t[todo[~ok]] *= 0.5
+        # curvature pairs
+        s, yv = vn - va, gn - ga
+        sy = (s * yv).sum(-1)
+        yy = (yv * yv).sum(-1)
+        good = accepted & (sy > 1e-10 * yy.sqrt() * s.norm(dim=-1)) & (yy > 0)
+        slot = it % history
+        S[slot, idx] = torch.where(good[:, None], s, torch.zeros_like(s))
+        Y[slot, idx] = torch.where(good[:, None], yv, torch.zeros_like(yv))
+        rho[slot, idx] = torch.where(good, 1.0 / sy.where(good, torch.ones_like(sy)), torch.zeros_like(sy))
+        gamma[idx] = torch.where(good, sy / yy.where(good, torch.ones_like(yy)), gamma[idx])
+        v[idx], f[idx], g[idx] = vn, fn, gn
+        better = fn < best_f[idx]
+        best_f[idx[better]] = fn[better]
+        best_v[idx[better]] = vn[better]
+        # a problem stops when it is solved or no step helps twice in a row (history reset in between)
+        stalls[idx] = torch.where(accepted, torch.zeros_like(stalls[idx]), stalls[idx] + 1)
+        rho[:, idx[~accepted]] = 0.0
+        active[idx] = (fn > tol) & (stalls[idx] < 2)
+        if progress and it % 10 == 0:
+            bar.set_postfix(loss=f"{float(best_f.median()):.2e}", running=int(active.sum()))
+    bar.close()
+    return best_v, best_f, {"evaluations": evals, "iterations": it_done}
+
+
+def _adam(fg: Callable, v0: torch.Tensor, *, iters: int, lr: float, signed: bool, project: bool,
+          progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Adam with the step schedule of Inverting Gradients (lr x0.1 at 3/8, 5/8 and 7/8 of ``iters``)."""
+    from tqdm.auto import trange
+
+    v = v0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=lr)
+    milestones = [int(iters * r) for r in (3 / 8, 5 / 8, 7 / 8)]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    best_v = v.detach().clone()
+    best_f = torch.full((v.shape[0],), math.inf, device=v.device)
+    bar = trange(iters, desc=desc, disable=not progress, leave=False)
+    for it in bar:
+        f, g = fg(v.detach())
+        better = torch.isfinite(f) & (f < best_f)
+        best_f[better], best_v[better] = f[better], v.detach()[better]
+        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        v.grad = g.sign() if signed else g
+        opt.step()
+        sched.step()
+        if project:
+            with torch.no_grad():
+                v.clamp_(0.0, 1.0)
+        if progress and it % 10 == 0:
+            bar.set_postfix(loss=f"{float(best_f.median()):.2e}")
+    f, _ = fg(v.detach())
+    better = torch.isfinite(f) & (f < best_f)
+    best_f[better], best_v[better] = f[better], v.detach()[better]
+    bar.close()
+    return best_v, best_f, {"evaluations": torch.full_like(best_f, iters + 1, dtype=torch.long),
+                            "iterations": iters}
+
+
+# -- the attacks ---------------------------------------------------------------------------------
+
+def _setup(model, params, grads, *, input_shape, num_classes, batch_size, device, labels):
+    T = check_release(model, params, grads)
+    input_shape = tuple(int(s) for s in input_shape)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("num_classes", num_classes, minimum=2)
+    dev = get_device(device)
+    model = model.to(dev)
+    params = {k: v.detach().to(dev) for k, v in params.items()}
+    grads = {k: v.detach().to(dev) for k, v in grads.items()}
+    if isinstance(labels, torch.Tensor):
+        check_tensor("labels", labels, ndim=2, finite=False)
+        if tuple(labels.shape) != (T, batch_size) or labels.is_floating_point():
+            raise ValueError(f"labels given as a tensor must be integers of shape ({T}, {batch_size}), "
+                             f"got {labels.dtype} {tuple(labels.shape)}")
+        return T, input_shape, dev, model, params, grads, labels.to(dev).long(), False
+    check_choice("labels", labels, LABEL_MODES)
+    joint = labels == "joint" or (labels == "auto" and batch_size > 1)
+    y = (torch.zeros(T, batch_size, dtype=torch.long, device=dev) if joint else
+         recover_labels(grads, num_classes=num_classes, batch_size=batch_size))
+    return T, input_shape, dev, model, params, grads, y, joint
+
+
+def _init(n: int, dim: int, *, init: str, image_param: str, gen: torch.Generator, device) -> torch.Tensor:
+    check_choice("init", init, ("uniform", "normal"))
+    u = torch.rand(n, dim, generator=gen) if init == "uniform" else torch.randn(n, dim, generator=gen)
+    if image_param == "sigmoid":       # so that the image itself starts as the chosen noise
+        u = torch.logit(u.clamp(1e-3, 1 - 1e-3)) if init == "uniform" else u
+    return u.to(device)
+
+
+def _optimise(model, params, grads, *, input_shape, num_classes, batch_size, device, seed, progress,
+              labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name):
+    T, input_shape, dev, model, params, grads, y, joint = _setup(
+        model, params, grads, input_shape=input_shape, num_classes=num_classes,
+        batch_size=batch_size, device=device, labels=labels)
+    check_positive_int("restarts", restarts)
+    R = restarts
+    n_img = batch_size * math.prod(input_shape)
+    dim = n_img + (batch_size * num_classes if joint else 0)
+    gen = torch.Generator().manual_seed(int(seed))
+    v0 = _init(T * R, n_img, init=init, image_param=image_param, gen=gen, device=dev)
+    if joint:
+        v0 = torch.cat([v0, torch.randn(T * R, dim - n_img, generator=gen).to(dev)], 1)
+    rep = lambda t: t.repeat_interleave(R, dim=0)  # noqa: E731  (problem i*R + r: trial i, restart r)
+    fn = matching_objective(model, input_shape=input_shape, batch_size=batch_size, num_classes=num_classes,
+                            joint_labels=joint, distance=distance, tv=tv, image_param=image_param)
+    fg = _batched(fn, {k: rep(v) for k, v in params.items()}, {k: rep(v) for k, v in grads.items()}, rep(y))
+    if optimiser == "lbfgs":
+        v, f, info = lbfgs(fg, v0, progress=progress, desc=name, **opt_kwargs)
+    else:
+        v, f, info = _adam(fg, v0, progress=progress, desc=name, project=image_param == "clamp", **opt_kwargs)
+    f = f.reshape(T, R)
+    best = f.argmin(1)                                             # keep the best restart per trial
+    pick = torch.arange(T, device=dev) * R + best
+    v, loss = v[pick], f[torch.arange(T, device=dev), best]
+    x = _to_image(v[:, :n_img], image_param).reshape(T, batch_size, *input_shape)
+    if image_param == "free":
+        x = x.clamp(0.0, 1.0)
+    if joint:
+        y = v[:, n_img:].reshape(T, batch_size, num_classes).argmax(-1)
+    return Reconstruction(x=x.detach(), y=y, loss=loss.detach(), info={
+        "attack": name, "labels": "joint" if joint else ("given" if isinstance(labels, torch.Tensor) else "recovered"),
+        "restarts": R, "best_restart": best, "iterations": info["iterations"],
+        "evaluations": info["evaluations"].reshape(T, R).sum(1),
+    })
+
+
+@register_attack("dlg")
+def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
+        device=None, seed: int = 0, progress: bool = True, iters: int = 300, restarts: int = 1,
+        labels="auto", history: int = 20, image_param: str = "free", init: str = "uniform",
+        distance: str = "l2") -> Reconstruction:
+    """Deep Leakage from Gradients over ``T`` trials at once (batched L-BFGS).
+
+    ``params`` and ``grads`` map parameter names to ``(T, ...)`` tensors. See the
+    module docstring for the defaults. ``labels`` is ``"auto"`` (recovered for a
+    batch of one, joint otherwise), ``"joint"``, ``"recover"`` or a ``(T, B)``
+    tensor of known labels. ``restarts`` runs that many random initialisations per
+    trial and keeps the one with the lowest gradient distance.
+    """
+    return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
+                     batch_size=batch_size, device=device, seed=seed, progress=progress, labels=labels,
+                     restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
+                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
+                     name="dlg")
+
+
+@register_attack("idlg")
+def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
+         device=None, seed: int = 0, progress: bool = True, iters: int = 300, restarts: int = 1,
+         history: int = 20, image_param: str = "free", init: str = "uniform",
+         distance: str = "l2") -> Reconstruction:
+    """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
+
+    The labels are exact for a batch of one; for larger batches they come from the
+    count heuristic of :func:`leaklab.attacks.labels.recover_labels`.
+    """
+    return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
+                     batch_size=batch_size, device=device, seed=seed, progress=progress, labels="recover",
+                     restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
+                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
+                     name="idlg")
+
+
+@register_attack("ig")
+def ig(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
+       device=None, seed: int = 0, progress: bool = True, iters: int = 1000, restarts: int = 2,
+       lr: float = 0.1, tv: float = 1e-4, signed: bool = True, labels="recover",
+       image_param: str = "clamp", init: str = "uniform") -> Reconstruction:
+    """Inverting Gradients: cosine distance plus ``tv`` times total variation, Adam.
+
+    The step size ``lr`` drops tenfold at 3/8, 5/8 and 7/8 of ``iters``; with
+    ``signed`` Adam is fed the sign of the gradient (as in the authors' code); the
+    image is projected to ``[0, 1]`` after every step (``image_param="clamp"``).
+    ``restarts`` random initialisations per trial run together and the one with
+    the lowest objective is kept. Labels are recovered from the output layer.
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if not tv >= 0:
+        raise ValueError(f"tv must be >= 0, got {tv}")
+    return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
+                     batch_size=batch_size, device=device, seed=seed, progress=progress, labels=labels,
+                     restarts=restarts, optimiser="adam", distance="cosine", tv=float(tv),
+                     image_param=image_param, init=init,
+                     opt_kwargs={"iters": check_positive_int("iters", iters), "lr": float(lr),
+                                 "signed": bool(signed)},
+                     name="ig")
