@@ -126,3 +126,36 @@ def test_same_seed_same_numbers():
     a = analyse_layer("conv", input_shape=(1, 6, 6), out=2, stride=2, batch_size=2, noise=0.01, seed=5)
     b = analyse_layer("conv", input_shape=(1, 6, 6), out=2, stride=2, batch_size=2, noise=0.01, seed=5)
     assert a.to_dict() == b.to_dict()
+
+
+def test_cross_entropy_errors_cost_one_rank_per_feature():
+    """Softmax errors sum to zero, so a batch of K records is not unique behind a K-output layer."""
+    from leaklab import build_model, fl, load_dataset
+    from leaklab.theory import layer_errors
+
+    digits = load_dataset("digits")
+    model = build_model("mlp", digits.input_shape, 10, hidden=(), seed=0)
+    ranks = {}
+    for B in (4, 9, 10):
+        batch = digits.subset(slice(0, B))
+        _, deltas = layer_errors(model, "net.1", batch.x, batch.y)
+        system = fc_system(model.net[1].weight, deltas)
+        ranks[B] = (system.rank, system.unique)
+        if B == 4:
+            g = fl.loss_gradient(model, batch.x, batch.y)
+            x_hat = system.solve({"weight": g["net.1.weight"], "bias": g["net.1.bias"]})
+            assert ((x_hat.reshape(batch.x.shape) - batch.x) ** 2).mean() < 1e-6
+    assert ranks == {4: (4 * 64, True), 9: (9 * 64, True), 10: (9 * 64, False)}
+
+
+def test_noise_sweep_stays_within_its_bounds():
+    from leaklab.theory import noise_sweep
+
+    torch.manual_seed(3)
+    system = fc_system(torch.randn(5, 8), torch.randn(3, 5))
+    sweep = noise_sweep(system, torch.rand(3, 8, dtype=torch.float64), [0.0, 1e-3, 1e-1], trials=4)
+    assert sweep["error"][0] == 0
+    assert (sweep["lower"] <= sweep["error"] + 1e-15).all() and (sweep["error"] <= sweep["upper"] + 1e-15).all()
+    assert sweep["error"][2] > sweep["error"][1]
+    with pytest.raises(ValueError, match="sigmas must be finite"):
+        noise_sweep(system, torch.rand(3, 8), [-1.0])

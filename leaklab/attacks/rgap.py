@@ -169,7 +169,7 @@ def rgap_layers(model: nn.Module, input_shape) -> list[_Layer]:
 
 # --- one layer's system, batched over trials -----------------------------------------------
 
-def _solve(blocks: list[tuple[torch.Tensor, torch.Tensor]], rcond: float | None):
+def _solve(blocks: list[tuple[torch.Tensor, torch.Tensor]], rcond: float | None, eps: float):
     """Least squares for stacked blocks ``[(A (T, m_i, n), b (T, m_i))]``; returns x, rank, residual."""
     mats, rhs = [], []
     for a, b in blocks:
@@ -178,7 +178,7 @@ def _solve(blocks: list[tuple[torch.Tensor, torch.Tensor]], rcond: float | None)
         rhs.append(b / scale[..., 0])
     A, bvec = torch.cat(mats, 1), torch.cat(rhs, 1)                       # (T, m, n), (T, m)
     u, s, vh = torch.linalg.svd(A, full_matrices=False)
-    tol = (s[:, :1] * (max(A.shape[1:]) * torch.finfo(DTYPE).eps if rcond is None else rcond))
+    tol = s[:, :1] * (math.sqrt(max(A.shape[1:])) * eps if rcond is None else rcond)
     keep = s > tol
     rank = keep.sum(1)
     inv = torch.where(keep, 1.0 / s.clamp_min(1e-300), torch.zeros_like(s))
@@ -192,7 +192,7 @@ def _conv_params(mod: nn.Conv2d) -> tuple[int, int, int]:
     return mod.kernel_size[0], mod.stride[0], mod.padding[0]
 
 
-def _rgap_chunk(chain, params, grads, device, rcond, selectors):
+def _rgap_chunk(chain, params, grads, device, rcond, selectors, eps):
     """The recursion for one chunk of trials; returns input (T, n), labels, per-layer ranks, residual."""
     last = chain[-1]
     gw = grads[f"{last.name}.weight"].to(device, DTYPE)                   # (T, K, N)
@@ -217,7 +217,7 @@ def _rgap_chunk(chain, params, grads, device, rcond, selectors):
             x, rank, resid = _solve([(torch.einsum("tk,nm->tknm", delta, torch.eye(W.shape[-1], dtype=DTYPE,
                                                                                      device=device)
                                                    ).flatten(1, 2), gW.flatten(1)),
-                                     (W, fwd_rhs)], rcond)
+                                     (W, fwd_rhs)], rcond, eps)
             J = W
         else:
             k, s, p = _conv_params(layer.module)
@@ -228,7 +228,7 @@ def _rgap_chunk(chain, params, grads, device, rcond, selectors):
             A_w = torch.einsum("tcl,rlq->tcrq", D, U).flatten(1, 2)       # (T, Cout*r, n)
             J = torch.einsum("tcr,rlq->tclq", Wm, U).flatten(1, 2)        # (T, Cout*L, n)
             fwd_rhs = z - (b.repeat_interleave(L, dim=1) if b is not None else 0)
-            x, rank, resid = _solve([(A_w, gW.flatten(1)), (J, fwd_rhs)], rcond)
+            x, rank, resid = _solve([(A_w, gW.flatten(1)), (J, fwd_rhs)], rcond, eps)
         ranks.append(rank)
         a, J_above = x, J
     return a, labels, ranks[::-1], resid
@@ -244,7 +244,8 @@ def rgap_attack(model: nn.Module, params, grads, *, input_shape, num_classes: in
     initialisation and one released gradient per trial). Only ``batch_size = 1``
     is supported: the output errors come from the last bias gradient, which for a
     batch is a sum. ``rcond`` sets the relative cut-off below which singular values
-    count as zero (default: NumPy's ``matrix_rank`` rule for float64).
+    count as zero (default: ``sqrt(max(m, n))`` times the machine epsilon of the
+    gradients' dtype, the rounding level of the equations).
 
     ``info["layers"]`` lists, from the input up, each layer's ``unknowns``,
     ``equations``, smallest ``rank`` over trials and whether it is ``unique`` in
@@ -298,13 +299,14 @@ def rgap_attack(model: nn.Module, params, grads, *, input_shape, num_classes: in
         if layer is not chain[-1]:
             rows_per_trial = max(rows_per_trial, eqs * n_in)
     chunk = max(1, CHUNK_ENTRIES // max(rows_per_trial, 1))
+    eps = max(float(torch.finfo(t.dtype).eps) for t in [*params.values(), *grads.values()])
     from tqdm.auto import tqdm
 
     xs, ys, res, ranks = [], [], [], []
     for start in tqdm(range(0, T, chunk), desc="rgap", disable=not progress, leave=False):
         sl = slice(start, start + chunk)
         x, y, r, resid = _rgap_chunk(chain, {k: v[sl] for k, v in params.items()},
-                                     {k: v[sl] for k, v in grads.items()}, dev, rcond, selectors)
+                                     {k: v[sl] for k, v in grads.items()}, dev, rcond, selectors, eps)
         xs.append(x), ys.append(y), ranks.append(torch.stack([torch.as_tensor(v, device=dev) for v in r], 1))
         res.append(resid)
     rank = torch.cat(ranks)                                                # (T, layers)

@@ -6,7 +6,7 @@ errors, decides uniqueness by rank, constructs twins along the null space and
 bounds the effect of noise.
 """
 from .linear import (LayerAnalysis, LinearSystem, analyse_layer, conv_output_size, conv_system,
-                     fc_system, layer_gradients)
+                     fc_system, layer_errors, layer_gradients, noise_sweep)
 
 __all__ = ["LayerAnalysis", "LinearSystem", "analyse_layer", "conv_output_size", "conv_system",
-           "fc_system", "layer_gradients"]
+           "fc_system", "layer_errors", "layer_gradients", "noise_sweep"]

@@ -43,12 +43,13 @@ from functools import cached_property
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..runtime import get_device
 
 __all__ = ["LinearSystem", "LayerAnalysis", "fc_system", "conv_system", "layer_gradients",
-           "analyse_layer", "conv_output_size", "LAYERS", "MAX_ENTRIES"]
+           "layer_errors", "noise_sweep", "analyse_layer", "conv_output_size", "LAYERS", "MAX_ENTRIES"]
 
 #: The largest dense system (rows x columns) the module will build.
 MAX_ENTRIES = 30_000_000
@@ -86,6 +87,11 @@ class LinearSystem:
         ``"output"``), as ``(start, stop)`` pairs.
     layer:
         ``"fc"`` or ``"conv"``.
+    block_shapes:
+        The shape of each observed quantity.
+    eps:
+        The relative precision of the numbers ``A`` was built from (float32 weights
+        and errors: about ``1.2e-7``); it sets the rank tolerance.
     """
 
     matrix: torch.Tensor
@@ -95,6 +101,7 @@ class LinearSystem:
     blocks: dict[str, tuple[int, int]]
     layer: str
     block_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    eps: float = float(torch.finfo(DTYPE).eps)
 
     @property
     def unknowns(self) -> int:
@@ -122,11 +129,16 @@ class LinearSystem:
 
     @cached_property
     def tolerance(self) -> float:
-        """Singular values at or below this count as zero (NumPy's ``matrix_rank`` rule)."""
+        """Singular values at or below this count as zero.
+
+        ``s_max * sqrt(max(m, n)) * eps``: the size of the rounding error that the
+        precision ``eps`` of the inputs leaves in ``A``. With float32 errors, a
+        direction that is only "independent" by rounding counts as dependent.
+        """
         s = self.singular_values
         if s.numel() == 0:
             return 0.0
-        return float(s[0]) * max(self.matrix.shape) * torch.finfo(DTYPE).eps
+        return float(s[0]) * math.sqrt(max(self.matrix.shape)) * self.eps
 
     @cached_property
     def rank(self) -> int:
@@ -250,7 +262,7 @@ class LinearSystem:
         the range of ``A``. When the system is not unique they bound the error of the
         component of the solution that the observations determine.
         """
-        e = self._observed(noise) if not isinstance(noise, Mapping) else self.pack(**noise)
+        e = self._observed(noise)
         if self.rank == 0:
             return 0.0, 0.0
         u = self._svd[0][:, :self.rank]
@@ -268,6 +280,12 @@ def _check_size(m: int, n: int) -> None:
             f"the linear system would have {m} x {n} entries (more than {MAX_ENTRIES:,}); "
             "use smaller shapes or a smaller batch"
         )
+
+
+def _eps(*tensors) -> float:
+    """The coarsest floating-point precision among the tensors given (and float64's)."""
+    eps = [torch.finfo(t.dtype).eps for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return float(max(eps + [torch.finfo(DTYPE).eps]))
 
 
 def _bias_arg(bias, out: int, forward: bool, dev) -> tuple[bool, torch.Tensor | None]:
@@ -328,7 +346,8 @@ def fc_system(weight: torch.Tensor, deltas: torch.Tensor, *, bias: bool | torch.
     knowns = ["weights W", "output errors delta_j = dL/do_j of every sample"]
     if forward:
         knowns += ["outputs o_j of every sample"] + (["bias b"] if has_bias else [])
-    return LinearSystem(torch.cat(rows), torch.cat(offsets), (B, N), knowns, blocks, "fc", shapes)
+    return LinearSystem(torch.cat(rows), torch.cat(offsets), (B, N), knowns, blocks, "fc", shapes,
+                        _eps(weight, deltas, bias))
 
 
 def _patch_selector(in_shape, kernel: int, stride: int, padding: int, dev) -> torch.Tensor:
@@ -405,7 +424,8 @@ def conv_system(weight: torch.Tensor, deltas: torch.Tensor, *, input_shape: Sequ
     knowns = ["weights W", "output errors delta_j = dL/do_j of every sample (every output position)"]
     if forward:
         knowns += ["outputs o_j of every sample"] + (["bias b"] if has_bias else [])
-    return LinearSystem(torch.cat(rows), torch.cat(offsets), (B, *shape), knowns, blocks, "conv", shapes)
+    return LinearSystem(torch.cat(rows), torch.cat(offsets), (B, *shape), knowns, blocks, "conv", shapes,
+                        _eps(weight, deltas, bias))
 
 
 def layer_gradients(layer: str, x: torch.Tensor, weight: torch.Tensor, deltas: torch.Tensor, *,
@@ -432,6 +452,64 @@ def layer_gradients(layer: str, x: torch.Tensor, weight: torch.Tensor, deltas: t
 
 
 LAYERS = ("fc", "conv")
+
+
+def layer_errors(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
+                 loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of a named ``Linear``/``Conv2d`` layer and its output errors for a batch.
+
+    Runs ``model`` on ``x`` (``(B, ...)``) with the mean cross-entropy (or ``loss_fn``)
+    against ``y`` and returns ``(layer_input, deltas)``, where ``deltas`` is the
+    gradient of the loss with respect to the layer's output (so it already holds
+    the ``1/B`` of the mean). This is the knowledge :func:`fc_system` and
+    :func:`conv_system` assume the attacker has; here an oracle provides it.
+    """
+    check_tensor("x", x, floating=True)
+    modules = dict(model.named_modules())
+    names = [n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    check_choice("layer", layer, names)
+    store: dict = {}
+
+    def hook(_module, inputs, output):
+        store["input"], store["output"] = inputs[0], output
+
+    handle = modules[layer].register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            loss = (loss_fn or F.cross_entropy)(model(x), y)
+            (deltas,) = torch.autograd.grad(loss, store["output"])
+    finally:
+        handle.remove()
+    return store["input"].detach(), deltas.detach()
+
+
+def noise_sweep(system: LinearSystem, x: torch.Tensor, sigmas: Sequence[float], *, trials: int = 8,
+                seed: int = 0) -> dict[str, torch.Tensor]:
+    """Least-squares error against Gaussian observation noise, beside its bounds.
+
+    For each ``sigma``, draws ``trials`` noise vectors ``e`` (standard deviation
+    ``sigma`` on every observed entry), solves from ``A x + c + e`` and returns the
+    mean over trials of the error ``||x_hat(e) - x_hat(0)||`` and of the bounds
+    ``||P e|| / s_max`` (``lower``) and ``||e|| / s_min`` (``upper``), as tensors
+    indexed like ``sigmas``.
+    """
+    check_positive_int("trials", trials)
+    sig = torch.as_tensor(list(sigmas), dtype=DTYPE)
+    if sig.ndim != 1 or not torch.isfinite(sig).all() or (sig < 0).any():
+        raise ValueError(f"sigmas must be finite numbers >= 0, got {list(sigmas)}")
+    clean = system.observe(x)
+    gen = torch.Generator().manual_seed(seed)
+    u, s, vh = system._svd
+    r = system.rank
+    out = {"sigma": sig, "error": [], "lower": [], "upper": []}
+    for sigma in sig.tolist():
+        e = sigma * torch.randn(trials, system.equations, generator=gen, dtype=DTYPE).to(clean.device)
+        coef = (e @ u[:, :r]) / s[:r]                       # (trials, r): the noise seen by A
+        err = (coef @ vh[:r]).norm(dim=1)                   # ||x_hat(e) - x_hat(0)||
+        out["error"].append(float(err.mean()))
+        out["lower"].append(float((e @ u[:, :r]).norm(dim=1).mean()) / system.s_max if r else 0.0)
+        out["upper"].append(float(e.norm(dim=1).mean()) / system.s_min if r else 0.0)
+    return {k: (v if k == "sigma" else torch.tensor(v, dtype=DTYPE)) for k, v in out.items()}
 
 
 @dataclass
