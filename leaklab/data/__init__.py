@@ -10,9 +10,10 @@ from . import embedded as _embedded  # noqa: F401  (registers the embedded datas
 from .embedded import SHAPES, make_shapes
 from .download import DownloadError, RemoteFile, cache_dir, fetch
 from . import download as _download  # noqa: F401  (registers the downloadable datasets)
+from .synthetic import WORDS, make_voices  # (registers the procedural sequence dataset)
 
 __all__ = [
     "GAMES", "MODALITIES", "Dataset", "DatasetInfo", "DownloadError", "RemoteFile", "SHAPES",
-    "cache_dir", "dataset_info", "fetch", "list_datasets", "load_dataset", "make_shapes",
-    "register_dataset",
+    "WORDS", "cache_dir", "dataset_info", "fetch", "list_datasets", "load_dataset", "make_shapes",
+    "make_voices", "register_dataset",
 ]
