@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "UsageError", "build_parser"]
 
 #: Modules of leaklab.cli that provide subcommands, in the order --help lists them.
-COMMAND_MODULES = ["data", "linear", "reconstruct"]
+COMMAND_MODULES = ["data", "linear", "reconstruct", "game"]
 
 
 class UsageError(Exception):

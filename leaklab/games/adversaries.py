@@ -159,7 +159,7 @@ class ShadowAdversary(Adversary):
     """
 
     def __init__(self, *, shadow_trials: int = 1000, C: float = 0.05, max_iter: int = 300,
-                 max_features: int = 1024):
+                 max_features: int = 512):
         self.shadow_trials = check_positive_int("shadow_trials", shadow_trials, minimum=10)
         if not C > 0:
             raise ValueError(f"C must be > 0, got {C}")

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from leaklab.cli import main
+from leaklab.results import read_records
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_game_json_has_one_result_per_setting(capsys):
+    code, out, err = run(["game", "attribute", "--dataset", "diabetes", "--adversary", "informed",
+                          "--batch-size", "1,8", "--rounds", "1,2", "--trials", "60", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["game"], doc["dataset"], doc["modality"]) == ("attribute", "diabetes", "tabular")
+    assert [(r["batch_size"], r["rounds"]) for r in doc["results"]] == [(1, 1), (1, 2), (8, 1), (8, 2)]
+    for r in doc["results"]:
+        lo, hi = r["auroc_ci"]
+        assert 0 <= lo <= r["auroc"] <= hi <= 1 and 0 <= r["accuracy"] <= 1
+    assert doc["results"][0]["auroc"] > 0.9
+
+
+def test_game_table_and_out_folder(tmp_path, capsys):
+    code, out, err = run(["game", "property", "--dataset", "shapes", "--trials", "40", "--seed", "3",
+                          "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "property game (colour) on shapes [image]" in out and "AUROC" in out
+    assert (tmp_path / "game_property_shapes.png").stat().st_size > 0
+    recs = read_records(tmp_path / "game_property_shapes.jsonl")
+    assert len(recs) == 1 and recs[0].kind == "game/property" and recs[0].seed == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["game", "user", "--dataset", "diabetes"], "does not declare the user game; its games: attribute, property"),
+    (["game", "attribute", "--dataset", "diabetes", "--attribute", "height"], "choose from: age, sex"),
+    (["game", "attribute", "--dataset", "nope"], "unknown dataset 'nope'; choose from:"),
+    (["game", "property", "--dataset", "diabetes", "--adversary", "informed"], "informed adversary plays only"),
+    (["game", "attribute", "--dataset", "voices", "--adversary", "informed"], "use adversary 'shadow'"),
+    (["game", "guess", "--dataset", "diabetes"], "invalid choice: 'guess'"),
+    (["game", "attribute", "--dataset", "diabetes", "--batch-size", "0"], "comma-separated positive integers"),
+    (["game", "attribute", "--dataset", "diabetes", "--device", "tpu"], "unknown device 'tpu'"),
+    (["game", "attribute", "--dataset", "diabetes", "--trials", "1"], "--trials must be at least 2"),
+    (["game", "user", "--dataset", "shapes", "--attribute", "colour"], "takes no attribute"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
