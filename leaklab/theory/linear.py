@@ -71,27 +71,18 @@ def _work_device(device) -> torch.device:
 class LinearSystem:
     """The affine system ``observed = A x + c`` that one layer's gradients pose.
 
-    Attributes
-    ----------
-    matrix:
-        ``A``, shape ``(equations, unknowns)``, float64.
-    offset:
-        ``c``, shape ``(equations,)``: the part of the observations the attacker
-        can compute without ``x``.
-    input_shape:
-        Shape of the unknown: ``(B, *layer_input_shape)``.
-    knowns:
-        What the attacker is assumed to know, in words.
-    blocks:
-        Which rows hold which observed quantity (``"weight"``, ``"bias"``,
-        ``"output"``), as ``(start, stop)`` pairs.
-    layer:
-        ``"fc"`` or ``"conv"``.
-    block_shapes:
-        The shape of each observed quantity.
-    eps:
-        The relative precision of the numbers ``A`` was built from (float32 weights
-        and errors: about ``1.2e-7``); it sets the rank tolerance.
+    Its fields:
+
+    - ``matrix``: ``A``, shape ``(equations, unknowns)``, float64.
+    - ``offset``: ``c``, shape ``(equations,)``, the part of the observations the
+      attacker can compute without ``x``.
+    - ``input_shape``: shape of the unknown, ``(B, *layer_input_shape)``.
+    - ``knowns``: what the attacker is assumed to know, in words.
+    - ``blocks``: which rows hold which observed quantity (``"weight"``, ``"bias"``,
+      ``"output"``), as ``(start, stop)`` pairs; ``block_shapes`` their shapes.
+    - ``layer``: ``"fc"`` or ``"conv"``.
+    - ``eps``: the relative precision of the numbers ``A`` was built from (float32
+      weights and errors: about ``1.2e-7``); it sets the rank tolerance.
     """
 
     matrix: torch.Tensor
@@ -303,20 +294,20 @@ def fc_system(weight: torch.Tensor, deltas: torch.Tensor, *, bias: bool | torch.
               forward: bool = False, device=None) -> LinearSystem:
     """The system posed by a fully connected layer ``o = W x + b`` for a batch of ``B`` inputs.
 
-    Parameters
-    ----------
-    weight:
-        ``W``, shape ``(K, N)``.
-    deltas:
-        The output errors ``dL/do_j`` of the released (mean) loss, shape ``(B, K)``.
-    bias:
-        ``False`` for a layer without bias; ``True`` when it has one (its gradient
-        is observed); the bias values themselves when ``forward=True``.
-    forward:
-        Whether the attacker also knows the outputs ``o_j`` (adds ``W x_j = o_j - b``).
-
     The unknown is the batch ``X`` of shape ``(B, N)``. Row ``(k, n)`` of the weight
     block reads ``sum_j delta_j[k] x_j[n] = dL/dW[k, n]``.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        The weights ``W``, shape ``(K, N)``.
+    deltas : torch.Tensor
+        The output errors ``dL/do_j`` of the released (mean) loss, shape ``(B, K)``.
+    bias : bool or torch.Tensor
+        ``False`` for a layer without bias; ``True`` when it has one (its gradient
+        is observed); the bias values themselves when ``forward=True``.
+    forward : bool
+        Whether the attacker also knows the outputs ``o_j`` (adds ``W x_j = o_j - b``).
     """
     dev = _work_device(device)
     check_tensor("weight", weight, ndim=2, floating=True)
@@ -364,22 +355,22 @@ def conv_system(weight: torch.Tensor, deltas: torch.Tensor, *, input_shape: Sequ
                 forward: bool = False, device=None) -> LinearSystem:
     """The system posed by a 2-D convolution for a batch of ``B`` inputs.
 
-    Parameters
-    ----------
-    weight:
-        Shape ``(C_out, C_in, k, k)`` (square kernels).
-    deltas:
-        Output errors ``dL/do_j``, shape ``(B, C_out, H_out, W_out)``.
-    input_shape:
-        ``(C_in, H, W)`` of one input.
-    stride, padding:
-        As in ``torch.nn.functional.conv2d``.
-    bias, forward:
-        As in :func:`fc_system`.
-
     Through im2col, ``patches(x_j) = U x_j`` is linear in the input, and row
     ``(c, r)`` of the weight block reads
     ``sum_j sum_l delta_j[c, l] (U x_j)[r, l] = dL/dW[c, r]``.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        The kernels, shape ``(C_out, C_in, k, k)`` (square kernels).
+    deltas : torch.Tensor
+        Output errors ``dL/do_j``, shape ``(B, C_out, H_out, W_out)``.
+    input_shape : tuple of int
+        The shape ``(C_in, H, W)`` of one input.
+    stride, padding : int
+        As in ``torch.nn.functional.conv2d``.
+    bias, forward
+        As in :func:`fc_system`.
     """
     dev = _work_device(device)
     check_tensor("weight", weight, ndim=4, floating=True)
