@@ -135,3 +135,11 @@ def test_a_defense_that_releases_nan_is_refused():
 
 def test_registries_list_the_adversaries():
     assert list_adversaries() == ["informed", "shadow"]
+
+
+def test_secure_sum_over_clients_is_like_a_larger_batch():
+    kw = dict(adversary="informed", trials=300, progress=False, seed=4)
+    alone = play("attribute", "diabetes", batch_size=4, **kw).score().auroc
+    summed = play("attribute", "diabetes", batch_size=4, clients=4, **kw)
+    assert summed.config["clients"] == 4
+    assert 0.5 < summed.score().auroc < alone

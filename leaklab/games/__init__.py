@@ -9,7 +9,7 @@ True
 from .games import (AttributeGame, DistributionGame, Game, PropertyGame, Trials, UserGame,
                     list_games, make_game, register_game)
 from .protocol import (ENGINES, Defense, GameResult, Knowledge, Observation, default_model,
-                       identity, play, release_gradients)
+                       identity, play, release_gradients, secure_release)
 from .adversaries import (Adversary, InformedAttributeAdversary, ShadowAdversary, list_adversaries,
                           make_adversary, register_adversary)
 from .sweep import plot_sweep, sweep
@@ -19,5 +19,5 @@ __all__ = [
     "InformedAttributeAdversary", "Knowledge", "Observation", "PropertyGame", "ShadowAdversary",
     "Trials", "UserGame", "default_model", "identity", "list_adversaries", "list_games",
     "make_adversary", "make_game", "play", "plot_sweep", "register_adversary", "register_game",
-    "release_gradients", "sweep",
+    "release_gradients", "secure_release", "sweep",
 ]

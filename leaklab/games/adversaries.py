@@ -88,7 +88,9 @@ class InformedAttributeAdversary(Adversary):
     gradient of its auxiliary records, ``r = k g_obs - (k - 1) m`` estimates ``g(z)``.
     With two values the score is ``|d| <r - (g(1) + g(0))/2, u> / sigma^2``, where
     ``d = g(1) - g(0)``, ``u = d / |d|`` and ``sigma^2`` is ``k - 1`` times the variance
-    of the auxiliary gradients along ``u`` (a Gaussian log-likelihood ratio). With more
+    of the auxiliary gradients along ``u`` (a Gaussian log-likelihood ratio). Under
+    secure aggregation over ``c`` clients the release is a sum of ``c`` such means, and
+    ``k - 1`` becomes ``c k - 1``. With more
     values, each value scores ``-|r - g(s)|^2 / (2 sigma^2)`` with an isotropic
     ``sigma^2``. The candidate value of the feature is its mean among the auxiliary
     records with that attribute value (exact for a coded attribute such as sex).
@@ -132,16 +134,17 @@ class InformedAttributeAdversary(Adversary):
         ga = _flat(kn.gradients(aux.x[:, None], aux.y[:, None], obs.params))   # (N, P) per record
         m = ga.mean(0)
         ga = ga - m
-        r = B * _flat(obs.gradients) - (B - 1) * m                            # (T, P) estimates g(z)
+        others = kn.clients * B - 1                # unknown records in the (summed) release
+        r = B * _flat(obs.gradients) - others * m                             # (T, P) estimates g(z)
         if K == 2:
             d = gc[:, 1] - gc[:, 0]
             nd = d.norm(dim=1).clamp_min(1e-12)
             u = d / nd[:, None]
             proj = ((r - 0.5 * (gc[:, 1] + gc[:, 0])) * u).sum(1)
             var = (ga @ u.T).pow(2).mean(0)                                    # (T,)
-            sigma2 = (B - 1) * var + self.floor * nd**2
+            sigma2 = others * var + self.floor * nd**2
             return (nd * proj / sigma2).cpu()
-        sigma2 = (B - 1) * ga.pow(2).mean() + self.floor * gc.pow(2).sum(-1).mean()
+        sigma2 = others * ga.pow(2).mean() + self.floor * gc.pow(2).sum(-1).mean()
         return (-(r[:, None, :] - gc).pow(2).sum(-1) / (2 * sigma2)).cpu()
 
 
@@ -188,7 +191,7 @@ class ShadowAdversary(Adversary):
         K = len(kn.secret_names)
         tr = game.draw_trials(aux, self.shadow_trials, self.generator)
         idx = game.draw_batches(aux, tr, kn.batch_size, self.generator)
-        feats = self._features(kn.gradients(aux.x[idx], aux.y[idx], obs.params))
+        feats = self._features(kn.release(aux, idx, obs.params, self.generator))
         scaler = StandardScaler().fit(feats)
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
         labels = tr.secret.numpy()

@@ -38,13 +38,14 @@ from torch.func import functional_call
 
 from .._checks import check_choice, check_fraction, check_positive_int, check_tensor
 from ..data import Dataset, load_dataset
-from ..fl import Params, batch_gradients, flatten, parameters_of, train
+from ..fl import Params, batch_gradients, flatten, parameters_of, secure_sum, train
 from ..metrics.classification import InferenceScore, score_guesses
 from ..results import Record
 from ..runtime import get_device
 from .games import Game, Trials, make_game
 
 __all__ = ["Defense", "identity", "Knowledge", "Observation", "GameResult", "release_gradients",
+           "secure_release",
            "default_model", "play", "ENGINES"]
 
 #: A defense ``M``: maps a dict of gradients with a leading trial dimension to another.
@@ -78,13 +79,34 @@ def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, para
     return {k: torch.stack(v) for k, v in out.items()}
 
 
+def secure_release(model: nn.Module, data: Dataset, idx: torch.Tensor, params: Params, *,
+                   clients: int = 1, defense: Defense = identity, engine: str = "batched",
+                   generator: torch.Generator | None = None, device=None) -> Params:
+    """What the server sees when a client releases the batches ``data[idx]`` (``idx``: (T, B)).
+
+    Each client applies the defense to its own gradient. With ``clients > 1``, the
+    other ``clients - 1`` clients release gradients of random batches of the same
+    size from ``data``, and the server sees only the sum of all releases
+    (:func:`leaklab.fl.secure_sum`), as under secure aggregation.
+    """
+    dev = get_device(device)
+    x, y = data.x.to(dev), data.y.to(dev)
+    idx = idx.to(dev)
+    releases = [defense(release_gradients(model, x[idx], y[idx], params, engine=engine))]
+    for _ in range(clients - 1):
+        other = torch.randint(len(data), tuple(idx.shape), generator=generator).to(dev)
+        releases.append(defense(release_gradients(model, x[other], y[other], params, engine=engine)))
+    return releases[0] if clients == 1 else secure_sum(releases)
+
+
 @dataclass
 class Knowledge:
     """What the game grants the adversary before the first round.
 
     ``model`` gives the architecture and, with cross-entropy, the loss ``L``;
     ``auxiliary`` holds records from ``P(x, y, a)`` disjoint from the challenger's;
-    ``defense`` is ``M``; an ``adaptive`` adversary simulates releases through it.
+    ``defense`` is ``M``; an ``adaptive`` adversary simulates releases through it;
+    ``clients`` is the number of clients whose releases the server sees only summed.
     """
 
     model: nn.Module
@@ -96,6 +118,19 @@ class Knowledge:
     adaptive: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     engine: str = "batched"
+    clients: int = 1
+
+    def release(self, data: Dataset, idx: torch.Tensor, params: Params,
+                generator: torch.Generator) -> Params:
+        """Simulate what the server sees when the batches ``data[idx]`` (T, B) are released.
+
+        With ``clients > 1`` the release is the secure sum of this client's gradient and
+        those of ``clients - 1`` other clients with random batches from ``data``; the
+        defense is applied by each client when the adversary is adaptive.
+        """
+        return secure_release(self.model, data, idx, params, clients=self.clients,
+                              defense=self.defense if self.adaptive else identity,
+                              engine=self.engine, generator=generator, device=self.device)
 
     def gradients(self, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
                   defended: bool | None = None) -> Params:
@@ -213,7 +248,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
          attribute: str | None = None, batch_size: int = 1, rounds: int = 1, trials: int = 256,
          defense: Defense | None = None, adaptive: bool = False, model: nn.Module | None = None,
          warmup_steps: int = 0, steps_per_round: int | None = None, lr: float = 0.05,
-         aux_fraction: float = 0.5, game_options: Mapping | None = None,
+         aux_fraction: float = 0.5, clients: int = 1, game_options: Mapping | None = None,
          adversary_options: Mapping | None = None, engine: str = "batched", device=None,
          seed: int = 0, progress: bool = True) -> GameResult:
     """Play ``trials`` independent trials of an inference game and return the adversary's scores.
@@ -241,6 +276,10 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     aux_fraction
         The share of the records given to the adversary as auxiliary data; the rest is
         the challenger's pool.
+    clients
+        With more than one, the server (and so the adversary) sees only the secure sum
+        of the target client's release and those of ``clients - 1`` other clients, each
+        with a random batch of ``batch_size`` records from the pool.
     game_options, adversary_options
         Extra options of the game (``proportions``, ``value``) and of the adversary
         (``shadow_trials``, ``C``).
@@ -261,6 +300,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     check_positive_int("rounds", rounds)
     check_positive_int("trials", trials, minimum=2)
     check_positive_int("warmup_steps", warmup_steps, minimum=0)
+    check_positive_int("clients", clients)
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     check_choice("engine", engine, ENGINES)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -287,19 +327,19 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
 
     knowledge = Knowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                           secret_names=names, defense=defense, adaptive=adaptive, device=dev,
-                          engine=engine)
+                          engine=engine, clients=clients)
     gen = torch.Generator().manual_seed(seed)
     adv.prepare(knowledge, seed=seed + 1)
     if warmup_steps:
         train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, progress=False)
     tr = game.draw_trials(pool, trials, gen)
     phi_x, phi_y = _phi(game, pool, tr)
-    pool_x, pool_y = pool.x.to(dev), pool.y.to(dev)
     per_round = []
     for i in trange(rounds, desc=f"{game.name} game", disable=not progress, leave=False):
         theta = parameters_of(model)
-        idx = game.draw_batches(pool, tr, batch_size, gen).to(dev)        # (T, B)
-        g = defense(release_gradients(model, pool_x[idx], pool_y[idx], theta, engine=engine))
+        idx = game.draw_batches(pool, tr, batch_size, gen)                # (T, B)
+        g = secure_release(model, pool, idx, theta, clients=clients, defense=defense, engine=engine,
+                           generator=gen, device=dev)
         for k, v in g.items():
             check_tensor(f"released gradient {k!r}", v)
         obs = Observation(i + 1, theta, g,
@@ -310,7 +350,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         if i + 1 < rounds and steps:
             train(model, pool, steps=steps, lr=lr, seed=seed + 11 + i, progress=False)
     config = {"warmup_steps": warmup_steps, "steps_per_round": steps, "lr": lr,
-              "aux_fraction": aux_fraction, "engine": engine,
+              "aux_fraction": aux_fraction, "clients": clients, "engine": engine,
               "model": type(model).__name__, **{k: v for k, v in dict(game_options or {}).items()},
               **{f"adversary_{k}": v for k, v in dict(adversary_options or {}).items()}}
     return GameResult(
