@@ -159,3 +159,29 @@ def test_noise_sweep_stays_within_its_bounds():
     assert sweep["error"][2] > sweep["error"][1]
     with pytest.raises(ValueError, match="sigmas must be finite"):
         noise_sweep(system, torch.rand(3, 8), [-1.0])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from leaklab.theory import linear
+
+    result = doctest.testmod(linear, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_structured_fc_svd_matches_the_dense_one():
+    """The Kronecker shortcut gives the same rank, solution and null space as a dense SVD."""
+    import dataclasses
+
+    torch.manual_seed(4)
+    for B, K in [(2, 5), (5, 3), (4, 4)]:
+        fast = fc_system(torch.randn(K, 6), torch.randn(B, K))
+        dense = dataclasses.replace(fast, kron_factor=None)
+        x = torch.rand(B, 6, dtype=torch.float64)
+        assert fast.rank == dense.rank
+        assert torch.allclose(fast.singular_values[:fast.rank], dense.singular_values[:dense.rank])
+        assert torch.allclose(fast.solve(fast.observe(x)), dense.solve(dense.observe(x)), atol=1e-10)
+        null = fast.null_space()
+        assert null.shape[1] == fast.unknowns - fast.rank
+        assert (fast.matrix @ null).abs().max() < 1e-10 if null.numel() else True

@@ -33,6 +33,13 @@ observations, the least-squares error obeys
 range of ``A``; ``s_min`` is its smallest non-zero singular value).
 
 All linear algebra runs in float64.
+
+>>> from leaklab.theory import analyse_layer
+>>> r = analyse_layer("fc", input_shape=16, out=3, batch_size=4, seed=0)
+>>> r.unknowns, r.rank, r.unique
+(64, 48, False)
+>>> r.twin["gradient_distance"] < 1e-12
+True
 """
 from __future__ import annotations
 
@@ -83,6 +90,9 @@ class LinearSystem:
     - ``layer``: ``"fc"`` or ``"conv"``.
     - ``eps``: the relative precision of the numbers ``A`` was built from (float32
       weights and errors: about ``1.2e-7``); it sets the rank tolerance.
+    - ``kron_factor``: for a fully connected layer without forward equations,
+      ``M = D^T`` with ``A = M (x) I_N`` (then zero bias rows); the SVD of ``A`` is
+      assembled from that of the small ``M``, which is exact and much faster.
     """
 
     matrix: torch.Tensor
@@ -93,6 +103,7 @@ class LinearSystem:
     layer: str
     block_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     eps: float = float(torch.finfo(DTYPE).eps)
+    kron_factor: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def unknowns(self) -> int:
@@ -106,12 +117,30 @@ class LinearSystem:
 
     @cached_property
     def _svd(self):
+        if self.kron_factor is not None:
+            return self._kron_svd()
         a = self.matrix
         if a.shape[0] >= a.shape[1]:
             u, s, vh = torch.linalg.svd(a, full_matrices=False)
         else:  # keep every right singular vector: the null space lives there
             u, s, vh = torch.linalg.svd(a, full_matrices=True)
         return u, s, vh
+
+    def _kron_svd(self):
+        # A = [M (x) I_N ; 0] with M (K, B): its singular triplets are those of M, each N times.
+        M = self.kron_factor
+        K, B = M.shape
+        N = self.unknowns // B
+        u, s, vh = torch.linalg.svd(M, full_matrices=True)
+        p = s.shape[0]
+        eye = torch.eye(N, dtype=DTYPE, device=M.device)
+        u_a = torch.zeros(self.equations, p * N, dtype=DTYPE, device=M.device)
+
+        def kron_eye(a):  # a (x) I_N, rows (i, n), columns (j, m)
+            return torch.einsum("ij,nm->injm", a, eye).reshape(a.shape[0] * N, a.shape[1] * N)
+
+        u_a[:K * N] = kron_eye(u[:, :p])
+        return u_a, s.repeat_interleave(N), kron_eye(vh)
 
     @property
     def singular_values(self) -> torch.Tensor:
@@ -338,7 +367,7 @@ def fc_system(weight: torch.Tensor, deltas: torch.Tensor, *, bias: bool | torch.
     if forward:
         knowns += ["outputs o_j of every sample"] + (["bias b"] if has_bias else [])
     return LinearSystem(torch.cat(rows), torch.cat(offsets), (B, N), knowns, blocks, "fc", shapes,
-                        _eps(weight, deltas, bias))
+                        _eps(weight, deltas, bias), kron_factor=None if forward else D.T.contiguous())
 
 
 def _patch_selector(in_shape, kernel: int, stride: int, padding: int, dev) -> torch.Tensor:
