@@ -73,6 +73,21 @@ def _binary(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
+def _rank_auc(pos: np.ndarray, s: np.ndarray) -> float:
+    """Binary AUROC from ranks (Mann-Whitney U), the same number as roc_auc_score, faster."""
+    n1 = int(pos.sum())
+    n0 = pos.shape[0] - n1
+    ranks = stats.rankdata(s)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _fast_auroc(y: np.ndarray, s: np.ndarray) -> float:
+    y, s = _binary(y, s)
+    if s.ndim == 1:
+        return _rank_auc(y == 1, s)
+    return float(np.mean([_rank_auc(y == k, s[:, k]) for k in np.unique(y)]))
+
+
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     y, s = _binary(y, s)
     if s.ndim == 1:
@@ -127,7 +142,7 @@ def auroc_ci(labels, scores, *, level: float = 0.95, method: str = "auto", n_boo
         idx = rng.integers(0, n, n)
         if np.unique(y[idx]).size < np.unique(y).size:
             continue
-        values.append(_auroc(y[idx], s[idx]))
+        values.append(_fast_auroc(y[idx], s[idx]))
     lo, hi = np.quantile(values, [0.5 - level / 2, 0.5 + level / 2])
     return float(lo), float(hi)
 
