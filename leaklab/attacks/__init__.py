@@ -5,8 +5,8 @@ from .analytic import fc_input_from_gradients
 from . import optimization as _optimization  # noqa: F401  (registers dlg, idlg, ig)
 from .labels import recover_labels
 from .optimization import dlg, idlg, ig, lbfgs
-from .run import ReconstructionRun, run_reconstruction
+from .run import ReconstructionRun, photographs, run_reconstruction
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
-__all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "recover_labels", "run_reconstruction"]
+__all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "recover_labels", "run_reconstruction"]
 __all__ += ["analytic", "fc_input_from_gradients", "rgap"]

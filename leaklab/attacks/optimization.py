@@ -19,7 +19,7 @@ L-BFGS is our own batched implementation (:func:`lbfgs`): each problem keeps its
 own curvature history and its own step size, so the problems stay independent as
 if each had been solved alone; only the arithmetic is shared.
 
-Defaults of ``dlg`` ("DLG with its default settings" in the book): 300 L-BFGS
+Defaults of ``dlg`` ("DLG with its default settings" in the book): 500 L-BFGS
 iterations with a history of 20 pairs and a backtracking (Armijo) line search,
 one restart, the squared gradient distance normalised by the released
 gradient's squared norm (a problem stops early once it falls below ``1e-13``),
@@ -34,7 +34,8 @@ every batch size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,7 @@ from ..runtime import get_device
 from .base import Reconstruction, register_attack
 from .labels import recover_labels
 
-__all__ = ["dlg", "idlg", "ig", "lbfgs", "check_release", "matching_objective", "total_variation",
+__all__ = ["dlg", "idlg", "ig", "lbfgs", "check_release", "cpu_threads", "matching_objective", "total_variation",
            "DISTANCES", "IMAGE_PARAMS", "LABEL_MODES"]
 
 Params = dict[str, torch.Tensor]
@@ -309,6 +310,27 @@ def _adam(fg: Callable, v0: torch.Tensor, *, iters: int, lr: float, signed: bool
 
 # -- the attacks ---------------------------------------------------------------------------------
 
+@contextmanager
+def cpu_threads(n: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (restored afterwards); no-op for ``None`` or a GPU.
+
+    The matching loop is made of many small operations; on a CPU, splitting each of
+    them over threads costs more than it saves, and on a shared machine it is far
+    slower (we measured several times on 2 busy cores), so the attacks use one
+    thread by default.
+    """
+    if n is None or device.type != "cpu":
+        yield
+        return
+    check_positive_int("threads", n)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _setup(model, params, grads, *, input_shape, num_classes, batch_size, device, labels):
     T = check_release(model, params, grads)
     input_shape = tuple(int(s) for s in input_shape)
@@ -339,8 +361,14 @@ def _init(n: int, dim: int, *, init: str, image_param: str, gen: torch.Generator
     return u.to(device)
 
 
-def _optimise(model, params, grads, *, input_shape, num_classes, batch_size, device, seed, progress,
-              labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name):
+def _optimise(model, params, grads, *, threads, **kwargs):
+    dev = get_device(kwargs["device"])
+    with cpu_threads(threads, dev):
+        return _optimise_inner(model, params, grads, **kwargs)
+
+
+def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_size, device, seed, progress,
+                    labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name):
     T, input_shape, dev, model, params, grads, y, joint = _setup(
         model, params, grads, input_shape=input_shape, num_classes=num_classes,
         batch_size=batch_size, device=device, labels=labels)
@@ -378,29 +406,31 @@ def _optimise(model, params, grads, *, input_shape, num_classes, batch_size, dev
 
 @register_attack("dlg")
 def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
-        device=None, seed: int = 0, progress: bool = True, iters: int = 300, restarts: int = 1,
+        device=None, seed: int = 0, progress: bool = True, iters: int = 500, restarts: int = 1,
         labels="auto", history: int = 20, image_param: str = "free", init: str = "uniform",
-        distance: str = "l2") -> Reconstruction:
+        distance: str = "l2", threads: int | None = 1) -> Reconstruction:
     """Deep Leakage from Gradients over ``T`` trials at once (batched L-BFGS).
 
     ``params`` and ``grads`` map parameter names to ``(T, ...)`` tensors. See the
     module docstring for the defaults. ``labels`` is ``"auto"`` (recovered for a
     batch of one, joint otherwise), ``"joint"``, ``"recover"`` or a ``(T, B)``
     tensor of known labels. ``restarts`` runs that many random initialisations per
-    trial and keeps the one with the lowest gradient distance.
+    trial and keeps the one with the lowest gradient distance. ``threads`` sets
+    torch's CPU threads while the attack runs (see :func:`cpu_threads`; ``None``
+    leaves them alone).
     """
     return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
                      batch_size=batch_size, device=device, seed=seed, progress=progress, labels=labels,
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
                      image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
-                     name="dlg")
+                     name="dlg", threads=threads)
 
 
 @register_attack("idlg")
 def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
-         device=None, seed: int = 0, progress: bool = True, iters: int = 300, restarts: int = 1,
+         device=None, seed: int = 0, progress: bool = True, iters: int = 500, restarts: int = 1,
          history: int = 20, image_param: str = "free", init: str = "uniform",
-         distance: str = "l2") -> Reconstruction:
+         distance: str = "l2", threads: int | None = 1) -> Reconstruction:
     """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
 
     The labels are exact for a batch of one; for larger batches they come from the
@@ -410,14 +440,14 @@ def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cl
                      batch_size=batch_size, device=device, seed=seed, progress=progress, labels="recover",
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
                      image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
-                     name="idlg")
+                     name="idlg", threads=threads)
 
 
 @register_attack("ig")
 def ig(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
        device=None, seed: int = 0, progress: bool = True, iters: int = 1000, restarts: int = 2,
        lr: float = 0.1, tv: float = 1e-4, signed: bool = True, labels="recover",
-       image_param: str = "clamp", init: str = "uniform") -> Reconstruction:
+       image_param: str = "clamp", init: str = "uniform", threads: int | None = 1) -> Reconstruction:
     """Inverting Gradients: cosine distance plus ``tv`` times total variation, Adam.
 
     The step size ``lr`` drops tenfold at 3/8, 5/8 and 7/8 of ``iters``; with
@@ -436,4 +466,4 @@ def ig(model: nn.Module, params: Params, grads: Params, *, input_shape, num_clas
                      image_param=image_param, init=init,
                      opt_kwargs={"iters": check_positive_int("iters", iters), "lr": float(lr),
                                  "signed": bool(signed)},
-                     name="ig")
+                     name="ig", threads=threads)

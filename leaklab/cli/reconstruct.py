@@ -82,7 +82,7 @@ def read_images(paths: list[str], *, size: int | None = None):
             print(f"leaklab: resizing {path} from {a.shape[0]}x{a.shape[1]} to {h}x{w}", file=sys.stderr)
             a = resize(a, (h, w), anti_aliasing=True)
         out.append(np.clip(a, 0.0, 1.0).transpose(2, 0, 1))
-    return torch.tensor(np.stack(out), dtype=torch.float32)
+    return torch.tensor(np.ascontiguousarray(np.stack(out)), dtype=torch.float32).contiguous()
 
 
 def cmd_reconstruct(args) -> int:
