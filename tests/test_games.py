@@ -143,3 +143,29 @@ def test_secure_sum_over_clients_is_like_a_larger_batch():
     summed = play("attribute", "diabetes", batch_size=4, clients=4, **kw)
     assert summed.config["clients"] == 4
     assert 0.5 < summed.score().auroc < alone
+
+
+def test_attribute_game_on_an_adult_file_in_the_real_format(tmp_path):
+    # Adult downloads on Colab; offline, a file in the same format exercises the same path.
+    from leaklab.data import RemoteFile
+    from leaklab.data.download import md5sum
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(240):
+        sex = rng.choice(["Male", "Female"])
+        rows.append(", ".join([
+            str(rng.integers(18, 80)), rng.choice(["Private", "State-gov", "Self-emp-inc"]),
+            str(rng.integers(20000, 400000)), rng.choice(["Bachelors", "HS-grad", "Masters"]),
+            str(rng.integers(5, 16)), rng.choice(["Never-married", "Married-civ-spouse", "Divorced"]),
+            rng.choice(["Adm-clerical", "Sales", "Prof-specialty"]),
+            rng.choice(["Husband", "Wife", "Not-in-family"]), rng.choice(["White", "Black"]), sex,
+            str(rng.integers(0, 5000)), "0", str(rng.integers(20, 60)), "United-States",
+            rng.choice(["<=50K", ">50K"])]))
+    path = tmp_path / "adult" / "adult.data"
+    path.parent.mkdir()
+    path.write_text("\n".join(rows) + "\n")
+    adult = load_dataset("adult", root=tmp_path, download=False,
+                         files=[RemoteFile("adult.data", "file:///nonexistent/adult.data", md5sum(path))])
+    res = play("attribute", adult, attribute="sex", adversary="informed", trials=100, progress=False)
+    assert res.dataset == "adult" and res.score().auroc >= 0.95
