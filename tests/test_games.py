@@ -169,3 +169,12 @@ def test_attribute_game_on_an_adult_file_in_the_real_format(tmp_path):
                          files=[RemoteFile("adult.data", "file:///nonexistent/adult.data", md5sum(path))])
     res = play("attribute", adult, attribute="sex", adversary="informed", trials=100, progress=False)
     assert res.dataset == "adult" and res.score().auroc >= 0.95
+
+
+def test_game_options_are_checked():
+    with pytest.raises(ValueError, match="proportions must differ"):
+        make_game("distribution", load_dataset("diabetes", n=50), proportions=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"value must be one of \['sex=1', 'sex=2'\]"):
+        make_game("property", load_dataset("diabetes", n=50), value=3)
+    with pytest.raises(ValueError, match="choose from: female, male"):
+        make_game("distribution", load_dataset("voices", n=50), value="other")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_choice, check_fraction, check_positive_int
+from .._checks import check_choice, check_fraction
 from ..data import Dataset, DatasetInfo
 
 __all__ = ["Game", "Trials", "AttributeGame", "PropertyGame", "DistributionGame", "UserGame",
@@ -217,7 +217,7 @@ class DistributionGame(Game):
     secret ``a``, independently (default proportions 0.2 and 0.8).
     """
 
-    def __init__(self, info, *, attribute=None, value: int = 1,
+    def __init__(self, info, *, attribute=None, value: int | str = 1,
                  proportions: tuple[float, float] = (0.2, 0.8)):
         super().__init__(info, attribute=attribute)
         if len(proportions) != 2:
@@ -226,7 +226,13 @@ class DistributionGame(Game):
         if p0 == p1:
             raise ValueError(f"proportions must differ, got {p0} and {p1}")
         self.proportions = (p0, p1)
-        self.value = check_positive_int("value", value, minimum=0)
+        names = info.attributes[self.attribute]
+        if isinstance(value, str):
+            check_choice(f"value of {self.attribute}", value, names)
+            value = names.index(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(names):
+            raise ValueError(f"value must be one of {list(names)} or a code in [0, {len(names) - 1}], got {value!r}")
+        self.value = value
 
     def secret_names(self, data):
         return tuple(f"p={p:g}" for p in self.proportions)

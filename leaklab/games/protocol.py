@@ -38,7 +38,7 @@ from torch.func import functional_call
 
 from .._checks import check_choice, check_fraction, check_positive_int, check_tensor
 from ..data import Dataset, load_dataset
-from ..fl import Params, batch_gradients, flatten, parameters_of, secure_sum, train
+from ..fl import Params, batch_gradients, parameters_of, secure_sum, train
 from ..metrics.classification import InferenceScore, score_guesses
 from ..results import Record
 from ..runtime import get_device
@@ -359,7 +359,3 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         secret=tr.secret.numpy(), round_scores=np.stack(per_round), secret_names=names, seed=seed,
         config=config, wall_time=time.perf_counter() - t0, device=str(dev),
     )
-
-
-def _flat(grads: Params) -> torch.Tensor:
-    return flatten(grads, batch_dims=1)
