@@ -58,15 +58,26 @@ def identity(grads: Params) -> Params:
     return grads
 
 
+def _chunk(xs: torch.Tensor, params: Params, budget: int = 2**27) -> int:
+    """Trials per vmap call: as many as fit a budget of ``budget`` floats (a rough estimate)."""
+    per_sample = math.prod(xs.shape[2:]) if xs.ndim > 2 else 1
+    per_trial = xs.shape[1] * per_sample * 16 + 2 * sum(v.numel() for v in params.values())
+    return max(64, budget // max(per_trial, 1))
+
+
 def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
-                      engine: str = "batched", chunk: int = 4096) -> Params:
+                      engine: str = "batched", chunk: int | None = None) -> Params:
     """FedSGD gradients of ``T`` batches ``xs (T, B, ...)``, ``ys (T, B)`` at ``params``.
 
-    ``engine="batched"`` vmaps over the trials in chunks of ``chunk``;
-    ``engine="loop"`` computes each trial's gradient with ``torch.autograd.grad``.
+    ``engine="batched"`` vmaps over the trials, in chunks of ``chunk`` trials (by
+    default as many as fit about 0.5 GB of activations); ``engine="loop"`` computes
+    each trial's gradient with ``torch.autograd.grad``.
     """
     check_choice("engine", engine, ENGINES)
     if engine == "batched":
+        chunk = _chunk(xs, params) if chunk is None else check_positive_int("chunk", chunk)
+        if xs.shape[0] <= chunk:
+            return batch_gradients(model, xs, ys, params=params)
         parts = [batch_gradients(model, xs[s:s + chunk], ys[s:s + chunk], params=params)
                  for s in range(0, xs.shape[0], chunk)]
         return {k: torch.cat([p[k] for p in parts]) for k in params}
