@@ -111,3 +111,12 @@ def test_bad_release_and_options_raise_clear_errors():
         run_reconstruction(attack="dlg", model="lenet", images=torch.rand(2, 1, 8, 8), batch_size=3)
     with pytest.raises(ValueError, match="unknown attack 'nope'; choose from"):
         run_reconstruction(attack="nope", model="lenet", dataset="digits")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import leaklab.attacks.run as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -73,3 +73,12 @@ def test_bad_inputs_raise_named_errors():
         ssim(x, x, win_size=4)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         ssim(x.numpy(), x)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import leaklab.metrics.image as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

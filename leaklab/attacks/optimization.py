@@ -19,8 +19,8 @@ L-BFGS is our own batched implementation (:func:`lbfgs`): each problem keeps its
 own curvature history and its own step size, so the problems stay independent as
 if each had been solved alone; only the arithmetic is shared.
 
-Defaults of ``dlg`` ("DLG with its default settings" in the book): 500 L-BFGS
-iterations with a history of 20 pairs and a backtracking (Armijo) line search,
+Defaults of ``dlg`` ("DLG with its default settings" in the book): up to 2000
+L-BFGS iterations with a history of 50 pairs and a backtracking (Armijo) line search,
 one restart, the squared gradient distance normalised by the released
 gradient's squared norm (a problem stops early once it falls below ``1e-13``),
 the image optimised unconstrained from uniform noise in ``[0, 1]`` and clipped
@@ -406,8 +406,8 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
 
 @register_attack("dlg")
 def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
-        device=None, seed: int = 0, progress: bool = True, iters: int = 500, restarts: int = 1,
-        labels="auto", history: int = 20, image_param: str = "free", init: str = "uniform",
+        device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
+        labels="auto", history: int = 50, image_param: str = "free", init: str = "uniform",
         distance: str = "l2", threads: int | None = 1) -> Reconstruction:
     """Deep Leakage from Gradients over ``T`` trials at once (batched L-BFGS).
 
@@ -428,8 +428,8 @@ def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cla
 
 @register_attack("idlg")
 def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
-         device=None, seed: int = 0, progress: bool = True, iters: int = 500, restarts: int = 1,
-         history: int = 20, image_param: str = "free", init: str = "uniform",
+         device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
+         history: int = 50, image_param: str = "free", init: str = "uniform",
          distance: str = "l2", threads: int | None = 1) -> Reconstruction:
     """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
 
