@@ -2,13 +2,16 @@
 
 Each subcommand lives in its own module of this package, with a ``register``
 function that adds its parser to the subparsers. A user error (unknown name, bad
-value) prints one line naming the valid choices and exits with status 2.
+value) prints one line naming the valid choices and exits with status 2, and so does a
+dataset that cannot be downloaded.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from ..data.download import DownloadError
 
 __all__ = ["main", "UsageError", "build_parser"]
 
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, DownloadError) as exc:
         print(f"leaklab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

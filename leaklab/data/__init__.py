@@ -10,6 +10,7 @@ from . import embedded as _embedded  # noqa: F401  (registers the embedded datas
 from .embedded import SHAPES, make_shapes
 from .download import DownloadError, RemoteFile, cache_dir, fetch
 from . import download as _download  # noqa: F401  (registers the downloadable datasets)
+from . import faces as _faces  # noqa: F401  (registers CelebA)
 from .synthetic import WORDS, make_voices  # (registers the procedural sequence dataset)
 
 __all__ = [
