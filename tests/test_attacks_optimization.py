@@ -107,6 +107,8 @@ def test_bad_release_and_options_raise_clear_errors():
         dlg(model, params, bad, **kw)
     with pytest.raises(ValueError, match="unknown labels 'soft'; choose from"):
         dlg(model, params, grads, labels="soft", **kw)
+    with pytest.raises(ValueError, match="retries must be >= 0, got -1"):
+        dlg(model, params, grads, retries=-1, **kw)
     with pytest.raises(ValueError, match="batch_size 3 is larger than the number of images given"):
         run_reconstruction(attack="dlg", model="lenet", images=torch.rand(2, 1, 8, 8), batch_size=3)
     with pytest.raises(ValueError, match="unknown attack 'nope'; choose from"):

@@ -21,7 +21,8 @@ if each had been solved alone; only the arithmetic is shared.
 
 Defaults of ``dlg`` ("DLG with its default settings" in the book): up to 2000
 L-BFGS iterations with a history of 50 pairs and a backtracking (Armijo) line search,
-one restart, the squared gradient distance normalised by the released
+one restart, one retry from fresh noise for a problem left with a distance above
+``1e-6``, the squared gradient distance normalised by the released
 gradient's squared norm (a problem stops early once it falls below ``1e-13``),
 the image optimised unconstrained from uniform noise in ``[0, 1]`` and clipped
 to ``[0, 1]`` at the end (``image_param="free"``; a ``sigmoid`` parametrisation
@@ -179,7 +180,7 @@ def _batched(fn: Callable, params: Params, grads: Params, y: torch.Tensor) -> Ca
 # -- batched L-BFGS ------------------------------------------------------------------------------
 
 def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: float = 1e-4,
-          max_backtracks: int = 12, tol: float = 1e-13, progress: bool = True,
+          max_backtracks: int = 12, max_stalls: int = 2, tol: float = 1e-13, progress: bool = True,
           desc: str = "L-BFGS") -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Minimise ``N`` independent problems at once with L-BFGS.
 
@@ -188,7 +189,9 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
     Each problem has its own curvature pairs (the two-loop recursion runs on all
     of them at once), its own step size from a backtracking line search with the
     Armijo condition, and stops on its own when its loss falls below ``tol`` or no
-    step decreases it; only problems still running are evaluated. Returns the best
+    step decreases it ``max_stalls`` times in a row (after a failure it forgets its
+    curvature pairs and tries steepest descent); only problems still running are
+    evaluated. Returns the best
     point and loss of every problem and a dict with ``evaluations`` (function
     evaluations per problem, ``(N,)``) and ``iterations``.
     """
@@ -265,10 +268,11 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
         better = fn < best_f[idx]
         best_f[idx[better]] = fn[better]
         best_v[idx[better]] = vn[better]
-        # a problem stops when it is solved or no step helps twice in a row (history reset in between)
+        # no acceptable step: forget the curvature pairs and try steepest descent next; a problem
+        # stops when it is solved or this fails max_stalls times in a row (at float precision)
         stalls[idx] = torch.where(accepted, torch.zeros_like(stalls[idx]), stalls[idx] + 1)
         rho[:, idx[~accepted]] = 0.0
-        active[idx] = (fn > tol) & (stalls[idx] < 2)
+        active[idx] = (fn > tol) & (stalls[idx] < max_stalls)
         if progress and it % 10 == 0:
             bar.set_postfix(loss=f"{float(best_f.median()):.2e}", running=int(active.sum()))
     bar.close()
@@ -373,6 +377,8 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
         model, params, grads, input_shape=input_shape, num_classes=num_classes,
         batch_size=batch_size, device=device, labels=labels)
     check_positive_int("restarts", restarts)
+    if "retries" in opt_kwargs:
+        check_positive_int("retries", opt_kwargs["retries"], minimum=0)
     R = restarts
     n_img = batch_size * math.prod(input_shape)
     dim = n_img + (batch_size * num_classes if joint else 0)
@@ -385,7 +391,22 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
                             joint_labels=joint, distance=distance, tv=tv, image_param=image_param)
     fg = _batched(fn, {k: rep(v) for k, v in params.items()}, {k: rep(v) for k, v in grads.items()}, rep(y))
     if optimiser == "lbfgs":
+        opt_kwargs = dict(opt_kwargs)
+        retries, retry_above = opt_kwargs.pop("retries", 0), opt_kwargs.pop("retry_above", math.inf)
         v, f, info = lbfgs(fg, v0, progress=progress, desc=name, **opt_kwargs)
+        for _ in range(retries):   # problems left far from a match start again from fresh noise
+            sub = (f > retry_above).nonzero().flatten()
+            if sub.numel() == 0:
+                break
+            fresh = v0[sub].clone()
+            fresh[:, :n_img] = _init(sub.numel(), n_img, init=init, image_param=image_param, gen=gen, device=dev)
+            if joint:
+                fresh[:, n_img:] = torch.randn(sub.numel(), dim - n_img, generator=gen).to(dev)
+            fg_sub = lambda w, idx=None, sub=sub: fg(w, sub if idx is None else sub[idx])  # noqa: E731
+            v2, f2, info2 = lbfgs(fg_sub, fresh, progress=progress, desc=f"{name} (retry)", **opt_kwargs)
+            info["evaluations"][sub] += info2["evaluations"]
+            better = f2 < f[sub]
+            v[sub[better]], f[sub[better]] = v2[better], f2[better]
     else:
         v, f, info = _adam(fg, v0, progress=progress, desc=name, project=image_param == "clamp", **opt_kwargs)
     f = f.reshape(T, R)
@@ -408,21 +429,26 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
 def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
         device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
         labels="auto", history: int = 50, image_param: str = "free", init: str = "uniform",
-        distance: str = "l2", threads: int | None = 1) -> Reconstruction:
+        distance: str = "l2", retries: int = 1, retry_above: float = 1e-6,
+        threads: int | None = 1) -> Reconstruction:
     """Deep Leakage from Gradients over ``T`` trials at once (batched L-BFGS).
 
     ``params`` and ``grads`` map parameter names to ``(T, ...)`` tensors. See the
     module docstring for the defaults. ``labels`` is ``"auto"`` (recovered for a
     batch of one, joint otherwise), ``"joint"``, ``"recover"`` or a ``(T, B)``
     tensor of known labels. ``restarts`` runs that many random initialisations per
-    trial and keeps the one with the lowest gradient distance. ``threads`` sets
+    trial and keeps the one with the lowest gradient distance. A problem whose
+    distance is still above ``retry_above`` at the end (it stalled far from any
+    match) starts again from fresh noise, up to ``retries`` times, and the better
+    of its runs is kept; only those problems are re-run. ``threads`` sets
     torch's CPU threads while the attack runs (see :func:`cpu_threads`; ``None``
     leaves them alone).
     """
     return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
                      batch_size=batch_size, device=device, seed=seed, progress=progress, labels=labels,
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
-                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
+                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history, "retries": retries,
+                                 "retry_above": float(retry_above)},
                      name="dlg", threads=threads)
 
 
@@ -430,16 +456,19 @@ def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cla
 def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
          device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
          history: int = 50, image_param: str = "free", init: str = "uniform",
-         distance: str = "l2", threads: int | None = 1) -> Reconstruction:
+         distance: str = "l2", retries: int = 1, retry_above: float = 1e-6,
+        threads: int | None = 1) -> Reconstruction:
     """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
 
     The labels are exact for a batch of one; for larger batches they come from the
-    count heuristic of :func:`leaklab.attacks.labels.recover_labels`.
+    count heuristic of :func:`leaklab.attacks.labels.recover_labels`. The other
+    options are those of :func:`dlg`.
     """
     return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
                      batch_size=batch_size, device=device, seed=seed, progress=progress, labels="recover",
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
-                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history},
+                     image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history, "retries": retries,
+                                 "retry_above": float(retry_above)},
                      name="idlg", threads=threads)
 
 
