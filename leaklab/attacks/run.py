@@ -120,12 +120,12 @@ class ReconstructionRun:
                       wall_time=self.seconds, device=self.device)
 
     def figure(self, max_trials: int = 8):
-        """Private images above their reconstructions (the first image of each of the first trials)."""
+        """Private images above their reconstructions: the batches of the first ``max_trials`` trials (16 images at most)."""
         from ..plot import compare_rows
 
         n = min(max_trials, self.x.shape[0])
-        xs = self.x[:n].flatten(0, 1)[: max(n, 1) * self.x.shape[1]][: 16]
-        xh = self.x_hat[:n].flatten(0, 1)[: xs.shape[0]]
+        xs = self.x[:n].flatten(0, 1)[:16]          # (n * B, C, H, W), trial after trial
+        xh = self.x_hat[:n].flatten(0, 1)[:16]
         return compare_rows({"private": xs.cpu(), "reconstruction": xh.cpu()})
 
 
