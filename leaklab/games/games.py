@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_choice, check_fraction
-from ..data import Dataset, DatasetInfo
+from ..data import Dataset, DatasetInfo, list_datasets
 
 __all__ = ["Game", "Trials", "AttributeGame", "PropertyGame", "DistributionGame", "UserGame",
            "register_game", "make_game", "list_games"]
@@ -131,8 +131,10 @@ def make_game(name: str, info: DatasetInfo | Dataset, *, attribute: str | None =
         raise TypeError(f"info must be a DatasetInfo or Dataset, got {type(info).__name__}")
     if name not in info.games:
         games = [g for g in info.games if g in _GAMES]
+        others = [d.name for d in list_datasets(game=name)]
         raise ValueError(f"dataset {info.name!r} does not declare the {name} game; "
-                         f"its games: {', '.join(games) or 'none of the inference games'}")
+                         f"its games: {', '.join(games) or 'none of the inference games'}; "
+                         f"datasets with the {name} game: {', '.join(others)}")
     return _GAMES[name](info, attribute=attribute, **options)
 
 
