@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import positive_int, print_json
+from .common import non_negative_float, non_negative_int, positive_int, print_json
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -15,26 +15,6 @@ def _shape(text: str) -> tuple[int, ...]:
     if len(vals) not in (1, 3) or any(v < 1 for v in vals):
         raise argparse.ArgumentTypeError(f"expected N or C,H,W (positive integers), got {text!r}")
     return vals
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _noise(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
 
 
 def register(sub) -> None:
@@ -53,12 +33,12 @@ def register(sub) -> None:
                    help="output features (fc) or output channels (conv)")
     p.add_argument("--kernel", type=positive_int, default=3, help="conv kernel size (default 3)")
     p.add_argument("--stride", type=positive_int, default=1, help="conv stride (default 1)")
-    p.add_argument("--padding", type=_non_negative_int, default=0, help="conv padding (default 0)")
+    p.add_argument("--padding", type=non_negative_int, default=0, help="conv padding (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="B", help="inputs in the batch (default 1)")
     p.add_argument("--no-bias", action="store_true", help="a layer without bias")
     p.add_argument("--forward", action="store_true",
                    help="the attacker also knows the layer's outputs (R-GAP's forward equations)")
-    p.add_argument("--noise", type=_noise, default=0.0, metavar="SIGMA",
+    p.add_argument("--noise", type=non_negative_float, default=0.0, metavar="SIGMA",
                    help="standard deviation of Gaussian noise on every observed gradient entry")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, inputs and errors (default 0)")
     p.add_argument("--device", default="cpu", help="device (default cpu; 'auto' picks a GPU)")
