@@ -29,15 +29,18 @@ $(STAMP): pyproject.toml | $(PY)
 env: $(STAMP)
 
 # Unit tests and every chapter notebook (nbmake), smoke profile, in one pytest run.
+# Each chapter runs in well under a minute in the smoke profile; a notebook that times out
+# (a kernel that stopped answering) is retried once, and no other failure is retried.
+NBMAKE := --nbmake --nbmake-timeout=420 --reruns 1 --only-rerun "timed out"
 test: env
-	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900 -q
+	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests notebooks $(NBMAKE) -q
 	$(MAKE) book-check
 
 unit: env
 	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests -q
 
 notebooks: env
-	LEAKLAB_PROFILE=smoke $(PY) -m pytest notebooks --nbmake --nbmake-timeout=900 -q
+	LEAKLAB_PROFILE=smoke $(PY) -m pytest notebooks $(NBMAKE) -q
 
 # The book's structure without executing it: toc, cross-references, bibliography, API page.
 book-check: env
