@@ -75,3 +75,30 @@ def check_labels(name: str, y, *, num_classes: int, length: int | None = None) -
             f"[{int(y.min())}, {int(y.max())}]"
         )
     return y
+
+
+class Registry(dict):
+    """Names mapped to the classes or functions registered under them.
+
+    ``kind`` names what is registered ("an attack", "a game", ...) in error messages.
+    It is a dict, so ``name in registry`` and ``registry[name]`` work as usual.
+    """
+
+    def __init__(self, kind: str, noun: str):
+        super().__init__()
+        self.kind = kind      # "an attack": used when a name is registered twice
+        self.noun = noun      # "attack": used when a name is unknown
+
+    def add(self, name: str, obj):
+        if name in self:
+            raise ValueError(f"{self.kind} named {name!r} is already registered")
+        self[name] = obj
+        return obj
+
+    def lookup(self, name: str):
+        """The object registered as ``name``; an unknown name raises a ValueError listing the known ones."""
+        check_choice(self.noun, name, self)
+        return self[name]
+
+    def names(self) -> list[str]:
+        return sorted(self)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_positive_int
+from ._checks import Registry, check_choice, check_positive_int
 
 __all__ = ["register_model", "list_models", "build_model", "LeNet", "ConvNet", "MLP", "ResNet",
            "ACTIVATIONS", "num_parameters"]
@@ -27,21 +27,18 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
 }
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODELS: Registry = Registry("a model", "model")
 
 
 def register_model(name: str):
     """Decorator: make a model class or factory available to :func:`build_model` as ``name``."""
     def deco(factory):
-        if name in _MODELS:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
+        return _MODELS.add(name, factory)
     return deco
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def _conv_out(n: int, k: int, s: int, p: int) -> int:

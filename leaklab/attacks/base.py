@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_choice
+from .._checks import Registry
 
 __all__ = ["Reconstruction", "register_attack", "get_attack", "list_attacks"]
 
@@ -34,7 +34,7 @@ class Reconstruction:
 
 
 AttackFn = Callable[..., Reconstruction]
-_ATTACKS: dict[str, AttackFn] = {}
+_ATTACKS: Registry = Registry("an attack", "attack")
 
 
 def register_attack(name: str) -> Callable[[AttackFn], AttackFn]:
@@ -45,18 +45,14 @@ def register_attack(name: str) -> Callable[[AttackFn], AttackFn]:
     map parameter names to tensors with a leading trial dimension ``T``.
     """
     def deco(fn: AttackFn) -> AttackFn:
-        if name in _ATTACKS:
-            raise ValueError(f"an attack named {name!r} is already registered")
-        _ATTACKS[name] = fn
-        return fn
+        return _ATTACKS.add(name, fn)
     return deco
 
 
 def get_attack(name: str) -> AttackFn:
     """The attack registered as ``name`` (a ValueError lists the registered ones)."""
-    check_choice("attack", name, _ATTACKS)
-    return _ATTACKS[name]
+    return _ATTACKS.lookup(name)
 
 
 def list_attacks() -> list[str]:
-    return sorted(_ATTACKS)
+    return _ATTACKS.names()

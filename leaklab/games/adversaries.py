@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .._checks import check_positive_int
+from .._checks import Registry, check_positive_int
 from ..data import DatasetInfo
 from ..fl import flatten
 from .games import Game
@@ -47,31 +47,27 @@ class Adversary:
         raise NotImplementedError
 
 
-_ADVERSARIES: dict[str, type[Adversary]] = {}
+_ADVERSARIES: Registry = Registry("an adversary", "adversary")
 
 
 def register_adversary(name: str) -> Callable[[type[Adversary]], type[Adversary]]:
     """Class decorator: make an :class:`Adversary` available to :func:`make_adversary` as ``name``."""
     def deco(cls):
-        if name in _ADVERSARIES:
-            raise ValueError(f"an adversary named {name!r} is already registered")
+        _ADVERSARIES.add(name, cls)
         cls.name = name
-        _ADVERSARIES[name] = cls
         return cls
     return deco
 
 
 def list_adversaries() -> list[str]:
-    return sorted(_ADVERSARIES)
+    return _ADVERSARIES.names()
 
 
 def make_adversary(name: str | Adversary, **options) -> Adversary:
     """The adversary registered as ``name``, built with ``options`` (or ``name`` itself if an Adversary)."""
     if isinstance(name, Adversary):
         return name
-    if name not in _ADVERSARIES:
-        raise ValueError(f"unknown adversary {name!r}; choose from: {', '.join(list_adversaries())}")
-    return _ADVERSARIES[name](**options)
+    return _ADVERSARIES.lookup(name)(**options)
 
 
 def _flat(grads) -> torch.Tensor:

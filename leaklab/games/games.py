@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_choice, check_fraction
+from .._checks import Registry, check_choice, check_fraction
 from ..data import Dataset, DatasetInfo, list_datasets
 
 __all__ = ["Game", "Trials", "AttributeGame", "PropertyGame", "DistributionGame", "UserGame",
@@ -98,23 +98,21 @@ class Game:
         return f"{type(self).__name__}(dataset={self.info.name!r}{extra})"
 
 
-_GAMES: dict[str, type[Game]] = {}
+_GAMES: Registry = Registry("a game", "game")
 
 
 def register_game(name: str) -> Callable[[type[Game]], type[Game]]:
     """Class decorator: make a :class:`Game` subclass available to :func:`make_game` as ``name``."""
     def deco(cls: type[Game]) -> type[Game]:
-        if name in _GAMES:
-            raise ValueError(f"a game named {name!r} is already registered")
+        _GAMES.add(name, cls)
         cls.name = name
-        _GAMES[name] = cls
         return cls
     return deco
 
 
 def list_games() -> list[str]:
     """The names of the registered games."""
-    return sorted(_GAMES)
+    return _GAMES.names()
 
 
 def make_game(name: str, info: DatasetInfo | Dataset, *, attribute: str | None = None, **options) -> Game:
