@@ -3,8 +3,10 @@
 In the spirit of AttriGuard (Jia & Gong, 2018) and MemGuard (Jia et al., 2019): the
 defender trains a *surrogate* inference classifier on its own data (releases it
 simulates itself, labelled with the secret), then perturbs every release within a
-budget, ``|delta| <= budget * |g|``, by a few steps of projected gradient ascent on
-the surrogate's loss for its own current guess, so that the surrogate is fooled.
+budget, ``|delta| <= budget * |g|``, by a few steps of projected gradient descent that
+push the surrogate's posterior towards uniform (its decision boundary), so that the
+surrogate can no longer tell the secret; as MemGuard does, the target is uncertainty
+rather than a flipped guess, which a static attacker could simply read in reverse.
 Neither paper B's surrogate nor its budget is public: this form is ours.
 
 Without a fitted surrogate (e.g. against reconstruction, where there is no secret
@@ -45,8 +47,9 @@ class Perturb(Defense):
     simulates the game on the defender's own records) trains the surrogate: a
     logistic regression on a fixed random projection of the flattened gradient to
     ``features`` dimensions. :meth:`apply` then takes ``steps`` normalised gradient
-    steps of size ``2.5 * budget * |g| / steps`` that increase the surrogate's loss
-    on its own guess, each followed by a projection onto the budget's ball.
+    steps of size ``2.5 * budget * |g| / steps`` that decrease the cross-entropy between
+    the surrogate's posterior and the uniform distribution, each followed by a projection
+    onto the budget's ball; a step that does not lower the loss is undone and halved.
     """
 
     acts_on = "batch"
@@ -55,7 +58,7 @@ class Perturb(Defense):
     adaptive_note = ("simulates the same perturbation (it knows M, surrogate included) on its own "
                      "releases and trains on them")
 
-    def __init__(self, *, budget: float = 0.5, steps: int = 5, features: int = 256):
+    def __init__(self, *, budget: float = 0.5, steps: int = 10, features: int = 256):
         self.budget = _number("budget", budget)
         for name, v in (("steps", steps), ("features", features)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -118,15 +121,22 @@ class Perturb(Defense):
         if self.surrogate_ is None:
             d = randn_like(flat, generator)
             return _unflat(flat + eps * d / d.norm(dim=1, keepdim=True).clamp_min(1e-30), grads)
+        def uncertainty_loss(d):           # (T,): cross-entropy to the uniform posterior
+            return -F.log_softmax(self.surrogate_logits(flat.double() + d), 1).mean(1)
+
         with torch.enable_grad():
-            guess = self.surrogate_logits(flat).argmax(1)
-            delta = torch.zeros_like(flat, dtype=torch.float64, requires_grad=True)
-            step = 2.5 * eps.double() / self.steps
+            delta = torch.zeros_like(flat, dtype=torch.float64)
+            loss = uncertainty_loss(delta)
+            step = 2.5 * eps.double() / self.steps                        # (T, 1), halved on failure
             for _ in range(self.steps):
-                loss = F.cross_entropy(self.surrogate_logits(flat.double() + delta), guess, reduction="sum")
-                (gd,) = torch.autograd.grad(loss, delta)
+                d = delta.clone().requires_grad_(True)
+                (gd,) = torch.autograd.grad(uncertainty_loss(d).sum(), d)
                 with torch.no_grad():
-                    delta += step * gd / gd.norm(dim=1, keepdim=True).clamp_min(1e-30)
-                    n = delta.norm(dim=1, keepdim=True)
-                    delta *= (eps.double() / n.clamp_min(1e-30)).clamp(max=1.0)
-        return _unflat(flat + delta.detach().to(flat.dtype), grads)
+                    cand = delta - step * gd / gd.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                    cand *= (eps.double() / cand.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)
+                    cur = uncertainty_loss(cand)
+                    ok = cur < loss
+                    delta[ok], loss[ok] = cand[ok], cur[ok]
+                    step[~ok] *= 0.5
+        best = delta
+        return _unflat(flat + best.to(flat.dtype), grads)

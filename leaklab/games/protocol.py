@@ -38,7 +38,10 @@ from torch.func import functional_call
 
 from .._checks import check_choice, check_fraction, check_positive_int, check_tensor
 from ..data import Dataset, load_dataset
-from ..fl import Params, batch_gradients, parameters_of, secure_sum, train
+from ..defenses import Defense as DefenseBase
+from ..defenses import as_defense
+from ..fl import Params, parameters_of, secure_sum, train
+from ..release import memory_chunk, release, shared_names
 from ..metrics.classification import InferenceScore, score_guesses
 from ..results import Record
 from ..runtime import get_device
@@ -48,9 +51,36 @@ __all__ = ["Defense", "identity", "Knowledge", "Observation", "GameResult", "rel
            "secure_release",
            "default_model", "play", "ENGINES"]
 
-#: A defense ``M``: maps a dict of gradients with a leading trial dimension to another.
+#: A defense ``M``: a :class:`leaklab.defenses.Defense`, a spec string, or (for experiments) any
+#: callable on gradient dicts with a leading trial dimension.
 Defense = Callable[[Params], Params]
 ENGINES = ("batched", "loop")
+
+
+class _CallableDefense(DefenseBase):
+    """A plain callable ``grads -> grads`` used as a batch-level defense (named ``custom``)."""
+
+    name = "custom"
+    acts_on = "batch"
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def config(self):
+        return {"name": "custom", "function": getattr(self.fn, "__name__", type(self.fn).__name__)}
+
+    def apply(self, grads, generator):
+        return self.fn(grads)
+
+
+def as_game_defense(defense) -> DefenseBase:
+    """``None``, a spec, a :class:`~leaklab.defenses.Defense` or a plain callable, as a Defense."""
+    if defense is not None and not isinstance(defense, (str, DefenseBase)):
+        if not callable(defense):
+            raise TypeError(f"defense must be a Defense, a spec such as 'dp:clip=1,noise=2', a callable "
+                            f"on gradient dicts, or None; got {type(defense).__name__}")
+        return _CallableDefense(defense)
+    return as_defense(defense)
 
 
 def identity(grads: Params) -> Params:
@@ -60,39 +90,26 @@ def identity(grads: Params) -> Params:
 
 def _chunk(xs: torch.Tensor, params: Params, budget: int = 2**27) -> int:
     """Trials per vmap call: as many as fit a budget of ``budget`` floats (a rough estimate)."""
-    per_sample = math.prod(xs.shape[2:]) if xs.ndim > 2 else 1
-    per_trial = xs.shape[1] * per_sample * 16 + 2 * sum(v.numel() for v in params.values())
-    return max(64, budget // max(per_trial, 1))
+    return memory_chunk(xs, params, budget=budget)
 
 
 def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
-                      engine: str = "batched", chunk: int | None = None) -> Params:
-    """FedSGD gradients of ``T`` batches ``xs (T, B, ...)``, ``ys (T, B)`` at ``params``.
+                      engine: str = "batched", chunk: int | None = None, defense=None,
+                      generator: torch.Generator | None = None, static_objective: bool = False) -> Params:
+    """The releases of ``T`` batches ``xs (T, B, ...)``, ``ys (T, B)`` at ``params``, through ``defense``.
 
-    ``engine="batched"`` vmaps over the trials, in chunks of ``chunk`` trials (by
-    default as many as fit about 0.5 GB of activations); ``engine="loop"`` computes
-    each trial's gradient with ``torch.autograd.grad``.
+    The release path (:func:`leaklab.release.release`): ``engine="batched"`` vmaps over
+    the trials in chunks that fit memory; ``engine="loop"`` computes each trial with
+    ``torch.autograd.grad``.
     """
     check_choice("engine", engine, ENGINES)
-    if engine == "batched":
-        chunk = _chunk(xs, params) if chunk is None else check_positive_int("chunk", chunk)
-        if xs.shape[0] <= chunk:
-            return batch_gradients(model, xs, ys, params=params)
-        parts = [batch_gradients(model, xs[s:s + chunk], ys[s:s + chunk], params=params)
-                 for s in range(0, xs.shape[0], chunk)]
-        return {k: torch.cat([p[k] for p in parts]) for k in params}
-    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in params}
-    for t in range(xs.shape[0]):
-        loss = F.cross_entropy(functional_call(model, leaves, (xs[t],)), ys[t])
-        for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
-            out[k].append(g)
-    return {k: torch.stack(v) for k, v in out.items()}
+    return release(model, xs, ys, params=params, defense=as_game_defense(defense), generator=generator,
+                   engine=engine, chunk=chunk, check=False, static_objective=static_objective)
 
 
 def secure_release(model: nn.Module, data: Dataset, idx: torch.Tensor, params: Params, *,
-                   clients: int = 1, defense: Defense = identity, engine: str = "batched",
-                   generator: torch.Generator | None = None, device=None) -> Params:
+                   clients: int = 1, defense=None, engine: str = "batched",
+                   generator: torch.Generator | None = None, device=None, static_objective: bool = False) -> Params:
     """What the server sees when a client releases the batches ``data[idx]`` (``idx``: (T, B)).
 
     Each client applies the defense to its own gradient. With ``clients > 1``, the
@@ -103,10 +120,12 @@ def secure_release(model: nn.Module, data: Dataset, idx: torch.Tensor, params: P
     dev = get_device(device)
     x, y = data.x.to(dev), data.y.to(dev)
     idx = idx.to(dev)
-    releases = [defense(release_gradients(model, x[idx], y[idx], params, engine=engine))]
+    releases = [release_gradients(model, x[idx], y[idx], params, engine=engine, defense=defense,
+                                  generator=generator, static_objective=static_objective)]
     for _ in range(clients - 1):
         other = torch.randint(len(data), tuple(idx.shape), generator=generator).to(dev)
-        releases.append(defense(release_gradients(model, x[other], y[other], params, engine=engine)))
+        releases.append(release_gradients(model, x[other], y[other], params, engine=engine, defense=defense,
+                                          generator=generator, static_objective=static_objective))
     return releases[0] if clients == 1 else secure_sum(releases)
 
 
@@ -125,7 +144,7 @@ class Knowledge:
     auxiliary: Dataset
     batch_size: int
     secret_names: tuple[str, ...]
-    defense: Defense = identity
+    defense: DefenseBase = field(default_factory=lambda: as_defense(None))
     adaptive: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     engine: str = "batched"
@@ -140,15 +159,26 @@ class Knowledge:
         defense is applied by each client when the adversary is adaptive.
         """
         return secure_release(self.model, data, idx, params, clients=self.clients,
-                              defense=self.defense if self.adaptive else identity,
-                              engine=self.engine, generator=generator, device=self.device)
+                              defense=self.defense if self.adaptive else None,
+                              engine=self.engine, generator=generator, device=self.device,
+                              static_objective=self.static)
+
+    @property
+    def static(self) -> bool:
+        """A static adversary facing a model-side defense simulates plain cross-entropy gradients."""
+        return not self.adaptive and self.defense.acts_on == "model"
 
     def gradients(self, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
-                  defended: bool | None = None) -> Params:
-        """Simulate releases of batches ``xs (T, B, ...)`` at ``params`` (through ``M`` if adaptive)."""
-        g = release_gradients(self.model, xs.to(self.device), ys.to(self.device), params, engine=self.engine)
+                  defended: bool | None = None, generator: torch.Generator | None = None) -> Params:
+        """Simulate releases of whole batches ``xs (T, B, ...)`` at ``params`` (through ``M`` if adaptive).
+
+        ``M`` acts on a whole release (``M`` of a mean is not the mean of ``M``): pass
+        whole simulated batches here, not single records, when ``defended``.
+        """
         defended = self.adaptive if defended is None else defended
-        return self.defense(g) if defended else g
+        return release_gradients(self.model, xs.to(self.device), ys.to(self.device), params, engine=self.engine,
+                                 defense=self.defense if defended else None, generator=generator,
+                                 static_objective=self.static)
 
 
 @dataclass
@@ -277,7 +307,10 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     batch_size, rounds, trials
         Records per released batch, observed rounds, independent trials.
     defense, adaptive
-        The defense ``M`` (identity by default) and whether the adversary adapts to it.
+        The defense ``M``: a :class:`leaklab.defenses.Defense`, a spec such as
+        ``"dp:clip=1,noise=2"``, a plain callable on gradient dicts, or ``None`` (no
+        defense); the challenger releases through it and trains under it between
+        rounds. ``adaptive``: whether the adversary knows ``M`` and simulates it.
     model
         The model (default: :func:`default_model`, initialised with ``seed``); it is
         trained in place by the challenger between rounds.
@@ -324,15 +357,15 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         game = make_game(game, dataset.info, attribute=attribute, **dict(game_options or {}))
     adv = make_adversary(adversary, **dict(adversary_options or {}))
     adv.check(game, dataset.info)
-    defense = identity if defense is None else defense
-    if not callable(defense):
-        raise TypeError(f"defense must be a callable on gradient dicts, got {type(defense).__name__}")
+    defense = as_game_defense(defense)
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
 
     aux, pool = dataset.split(aux_fraction, seed=seed)
     names = game.secret_names(pool)
     if model is None:
         model = default_model(dataset, seed=seed, device=dev)
-    model = model.to(dev)
+    model = defense.wrap(model.to(dev))              # a model-side defense changes the model itself
     steps = math.ceil(len(pool) / 32) if steps_per_round is None else check_positive_int(
         "steps_per_round", steps_per_round, minimum=0)
 
@@ -341,27 +374,32 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
                           engine=engine, clients=clients)
     gen = torch.Generator().manual_seed(seed)
     adv.prepare(knowledge, seed=seed + 1)
+    train_defense = None if isinstance(defense, _CallableDefense) else defense
     if warmup_steps:
-        train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, progress=False)
+        train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=train_defense, progress=False)
     tr = game.draw_trials(pool, trials, gen)
     phi_x, phi_y = _phi(game, pool, tr)
     per_round = []
     for i in trange(rounds, desc=f"{game.name} game", disable=not progress, leave=False):
         theta = parameters_of(model)
         idx = game.draw_batches(pool, tr, batch_size, gen)                # (T, B)
+        if callable(getattr(defense, "prepare", None)):   # e.g. perturb fits its surrogate on the pool
+            defense.prepare(model=model, game=game, data=pool, batch_size=batch_size, params=theta, generator=gen)
         g = secure_release(model, pool, idx, theta, clients=clients, defense=defense, engine=engine,
                            generator=gen, device=dev)
         for k, v in g.items():
             check_tensor(f"released gradient {k!r}", v)
-        obs = Observation(i + 1, theta, g,
+        shared = {k: theta[k] for k in shared_names(model)}       # a secret parameter is never seen
+        obs = Observation(i + 1, shared, g,
                           None if phi_x is None else phi_x.to(dev),
                           None if phi_y is None else phi_y.to(dev))
         s = adv.score(obs)
         per_round.append(np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s))
         if i + 1 < rounds and steps:
-            train(model, pool, steps=steps, lr=lr, seed=seed + 11 + i, progress=False)
+            train(model, pool, steps=steps, lr=lr, seed=seed + 11 + i, defense=train_defense, progress=False)
     config = {"warmup_steps": warmup_steps, "steps_per_round": steps, "lr": lr,
               "aux_fraction": aux_fraction, "clients": clients, "engine": engine,
+              "defense": defense.config(),
               "model": type(model).__name__, **{k: v for k, v in dict(game_options or {}).items()},
               **{f"adversary_{k}": v for k, v in dict(adversary_options or {}).items()}}
     return GameResult(
