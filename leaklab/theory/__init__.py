@@ -1,4 +1,4 @@
-"""The theory behind the attacks: reconstruction as a linear system.
+"""The theory behind the attacks: reconstruction as a linear system, and information limits.
 
 :mod:`leaklab.theory.linear` builds the system ``A x = b`` that one layer's
 gradients pose to an attacker who knows the weights and the back-propagated
