@@ -15,8 +15,8 @@ def _fmt(x: float) -> str:
 class AuditResult:
     """An empirical lower bound on the epsilon of an (epsilon, delta)-DP claim.
 
-    Attributes
-    ----------
+    Its fields:
+
     estimator
         ``"threshold"`` (a threshold test on in/out trials, Clopper--Pearson bounds) or
         ``"one-run"`` (Steinke, Nasr and Jagielski's audit in one training run).
