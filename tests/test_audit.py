@@ -250,3 +250,58 @@ def test_one_run_guesses_most_confident():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- an exactly eps-DP mechanism
+def _randomized_response(eps, bits, rng):
+    """Report each bit truthfully with probability e^eps / (1 + e^eps): exactly eps-DP, delta = 0."""
+    keep = rng.random(bits.shape) < math.exp(eps) / (1 + math.exp(eps))
+    return np.where(keep, bits, 1 - bits).astype(float)
+
+
+def test_threshold_audit_of_randomized_response_covers_and_is_tight():
+    """eps-DP randomized response: eps-hat exceeds eps in at most ~5% of runs, and nears it with n."""
+    eps, runs, n = 1.0, 100, 2000
+    over = 0
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        s_in = _randomized_response(eps, np.ones(n, int), rng)
+        s_out = _randomized_response(eps, np.zeros(n, int), rng)
+        over += empirical_epsilon(s_in, s_out, delta=0.0, threshold=1.0).epsilon_lower > eps
+    assert over <= 0.05 * runs                              # the stated 95% confidence holds
+    rng = np.random.default_rng(0)
+    big = 400_000
+    r = empirical_epsilon(_randomized_response(eps, np.ones(big, int), rng),
+                          _randomized_response(eps, np.zeros(big, int), rng), delta=0.0, seed=0)
+    assert eps - 0.05 < r.epsilon_lower <= eps              # and it is tight at large n
+
+
+def test_one_run_audit_of_randomized_response_covers():
+    """Canary scores from eps-DP randomized response: the one-run bound exceeds eps rarely."""
+    eps, runs, m = 1.0, 200, 1000
+    lowers = []
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        inc = rng.integers(0, 2, m)
+        scores = _randomized_response(eps, inc, rng) + 1e-3 * rng.normal(size=m)   # break ties
+        lowers.append(one_run_audit(scores, inc, guesses=m, center=0.5).epsilon_lower)
+    lowers = np.array(lowers)
+    assert (lowers > eps).mean() <= 0.05
+    assert np.median(lowers) > 0.5                          # but it does see the leak
+
+
+def test_lower_bound_is_monotone_in_errors_and_level():
+    """Fewer errors or less confidence can only raise the bound; it never exceeds the point estimate."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n_in, n_out = rng.integers(20, 500, 2)
+        fn, fp = rng.integers(0, n_in // 2), rng.integers(0, n_out // 2)
+        delta = float(rng.choice([0.0, 1e-5, 1e-2]))
+        base = epsilon_from_counts(tp=n_in - fn, fn=fn, fp=fp, tn=n_out - fp, delta=delta)
+        assert base.epsilon_lower <= base.epsilon_point
+        more_fp = epsilon_from_counts(tp=n_in - fn, fn=fn, fp=fp + 1, tn=n_out - fp - 1, delta=delta)
+        more_fn = epsilon_from_counts(tp=n_in - fn - 1, fn=fn + 1, fp=fp, tn=n_out - fp, delta=delta)
+        surer = epsilon_from_counts(tp=n_in - fn, fn=fn, fp=fp, tn=n_out - fp, delta=delta, level=0.99)
+        assert more_fp.epsilon_lower <= base.epsilon_lower + 1e-12
+        assert more_fn.epsilon_lower <= base.epsilon_lower + 1e-12
+        assert surer.epsilon_lower <= base.epsilon_lower + 1e-12
