@@ -46,7 +46,7 @@ def plot_sweep(records: Sequence[Record], *, ax=None, title: str | None = None):
     """AUROC (with its confidence interval) against batch size, one line per number of rounds.
 
     Where the records carry the ``phi``-only baseline (attribute game on tabular
-    data), it is drawn as a dotted line with its confidence band: the release leaks
+    data), it is drawn as a dash-dotted black line with its confidence band: the release leaks
     only where the adversary's AUROC rises above it, not above 0.5.
     """
     import matplotlib.pyplot as plt
@@ -78,7 +78,7 @@ def plot_sweep(records: Sequence[Record], *, ax=None, title: str | None = None):
         a = [seen[k].numbers["baseline_auroc"] for k in b]
         lo = [seen[k].numbers["baseline_auroc_ci"][0] for k in b]
         hi = [seen[k].numbers["baseline_auroc_ci"][1] for k in b]
-        line, = ax.plot(b, a, color="black", ls=":", marker="s", ms=3, label="phi alone (no gradient)")
+        line, = ax.plot(b, a, color="black", ls="-.", marker="s", ms=3, label="phi alone (no gradient)")
         ax.fill_between(b, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xscale("log", base=2)
