@@ -225,7 +225,7 @@ class PhiAdversary(Adversary):
         f = _phi_features(phi_x, phi_y, self.num_classes)
         logp = np.full((f.shape[0], self.K), -50.0)
         classes = self.clf.classes_
-        logp[:, classes] = np.maximum(self.clf.predict_log_proba(f), -50.0) - self.log_prior[classes]
+        logp[:, classes] = np.log(np.maximum(self.clf.predict_proba(f), math.exp(-50.0))) - self.log_prior[classes]
         return torch.log_softmax(torch.from_numpy(logp), dim=1)
 
     def prior_scores(self, obs: Observation) -> torch.Tensor:
@@ -330,5 +330,5 @@ class ShadowAdversary(Adversary):
         if K == 2:
             return torch.from_numpy(clf.decision_function(x))
         logp = np.full((x.shape[0], K), -50.0)
-        logp[:, clf.classes_] = np.maximum(clf.predict_log_proba(x), -50.0)
+        logp[:, clf.classes_] = np.log(np.maximum(clf.predict_proba(x), math.exp(-50.0)))
         return torch.log_softmax(torch.from_numpy(logp), dim=1)

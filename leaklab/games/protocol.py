@@ -325,9 +325,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     dataset
         A dataset name or a :class:`~leaklab.data.Dataset` that declares the game.
     adversary
-        ``"informed"``, ``"phi"`` or ``"combined"`` (attribute game, tabular data) or
-        ``"shadow"`` (any game). In the attribute game on tabular data the result also
-        holds the ``phi``-only baseline on the same trials (:attr:`GameResult.baseline`).
+        ``"informed"`` (attribute game, tabular data) or ``"shadow"`` (any game).
     attribute
         The sensitive attribute (default: the dataset's first).
     batch_size, rounds, trials
