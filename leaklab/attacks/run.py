@@ -28,6 +28,7 @@ from ..metrics.image import ImageScores, score_images
 from ..models import build_model
 from ..results import Record
 from ..runtime import get_device
+from ..validate import check_model
 from .base import Reconstruction, get_attack
 
 __all__ = ["ReconstructionRun", "run_reconstruction", "stack_params", "photographs", "PHOTOGRAPHS"]
@@ -152,6 +153,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     ``iters`` and ``attack_options`` go to the attack.
     """
     fn = get_attack(attack)
+    if not isinstance(model, (str, nn.Module)):
+        raise TypeError(f"model must be a registered model name or a torch.nn.Module, got {type(model).__name__}")
     check_positive_int("batch_size", batch_size)
     check_positive_int("trials", trials)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -166,7 +169,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
             raise ValueError("images must hold values in [0, 1]")
         if batch_size > images.shape[0]:
             raise ValueError(f"batch_size {batch_size} is larger than the number of images given ({images.shape[0]})")
-        num_classes = 10 if num_classes is None else num_classes
+        if num_classes is None:   # read off the model where there is one
+            num_classes = check_model(model, tuple(images.shape[1:])) if isinstance(model, nn.Module) else 10
         check_positive_int("num_classes", num_classes, minimum=2)
         n = images.shape[0]
         idx = (torch.arange(trials)[:, None] * batch_size + torch.arange(batch_size)[None, :]) % n
@@ -184,6 +188,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         xs, ys = _draw_batches(ds, trials, batch_size, gen)
         source = ds.name
     input_shape = tuple(xs.shape[2:])
+    if isinstance(model, nn.Module):
+        check_model(model, input_shape, num_classes)
     model_options = dict(model_options or {})
     if isinstance(model, nn.Module):
         net = model.to(dev)
