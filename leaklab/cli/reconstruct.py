@@ -32,13 +32,23 @@ def register(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=4, help="independent trials (default 4)")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="iterations of an iterative attack (default: the attack's own)")
-    p.add_argument("--image-size", type=positive_int, default=None, metavar="S",
+    p.add_argument("--image-size", type=image_size, default=None, metavar="S",
                    help="resize --image files to S x S (default: the first image's size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--out", metavar="DIR", help="write a figure of inputs and reconstructions to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_reconstruct)
+
+
+def image_size(text: str) -> int:
+    """``--image-size``: a side of at least 4 pixels (the smallest the models accept)."""
+    import argparse
+
+    v = positive_int(text)
+    if v < 4:
+        raise argparse.ArgumentTypeError(f"expected a side of at least 4 pixels, got {v}")
+    return v
 
 
 def read_images(paths: list[str], *, size: int | None = None):
