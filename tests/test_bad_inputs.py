@@ -585,3 +585,30 @@ def test_photographs_live_with_the_data():
     import leaklab.data
 
     assert leaklab.data.photographs is leaklab.attacks.photographs is leaklab.attacks.run.photographs
+
+
+@pytest.mark.parametrize("flags, warned", [([False, False, True], True), ([True, True, False], False),
+                                           (None, False)])
+def test_cli_warns_when_most_trials_did_not_converge(flags, warned, capsys, monkeypatch):
+    """The attack's ``info["converged"]`` (T,) is read defensively: no warning when it is absent."""
+    import leaklab.attacks.run as run
+
+    real = run.run_reconstruction
+
+    def fake(**kwargs):
+        out = real(**kwargs)
+        if flags is None:
+            out.result.info.pop("converged", None)
+        else:
+            out.result.info["converged"] = torch.tensor(flags)
+        return out
+
+    monkeypatch.setattr(run, "run_reconstruction", fake)
+    code, out, err = run_cli(["reconstruct", "--attack", "analytic", "--model", "mlp", "--dataset", "digits",
+                              "--trials", "3"], capsys)
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if ln.startswith("leaklab: warning:")]
+    if warned:
+        assert len(lines) == 1 and "did not converge in 2 of 3 trials" in lines[0]
+    else:
+        assert not lines
