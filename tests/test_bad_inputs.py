@@ -251,7 +251,7 @@ def test_cli_valid_profile_spellings_pass(capsys, monkeypatch):
     assert code == 0 and "digits" in out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(min_size=0, max_size=12).filter(lambda t: not (t.strip().isdigit() and 1 <= int(t) <= 256)))
 def test_cli_samples_fuzz(text, capsys, tmp_path):
     code, _, err = run_cli(["data", "show", "lfw", "--samples", text, "--out", str(tmp_path)], capsys)
@@ -259,7 +259,7 @@ def test_cli_samples_fuzz(text, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1 and err.startswith("leaklab: error:")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(min_size=1, max_size=12).filter(lambda t: not t.strip().isdigit()))
 def test_cli_trials_fuzz(text, capsys):
     code, _, err = run_cli(G + ["--trials", text], capsys)
