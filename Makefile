@@ -9,11 +9,12 @@ TORCH_SPEC  ?= torch==2.13.0
 STAMP       := $(VENV)/.leaklab-installed
 JB          := $(VENV)/bin/jupyter-book
 
-.PHONY: help env test unit notebooks book-check book clean
+.PHONY: help env test unit notebooks book-check book lab clean
 
 help:
 	@echo "make test   set up, run the unit tests, every notebook (smoke profile), and check the book's structure"
 	@echo "make book   set up, execute every chapter (book profile) and build _build/html"
+	@echo "make lab    set up and open the chapters in JupyterLab, in the project's environment"
 	@echo "make clean  remove build outputs"
 
 $(PY):
@@ -53,6 +54,12 @@ book-check: env
 book: env
 	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-book} $(JB) build . -W --keep-going --all
 	@echo "book: _build/html/index.html"
+
+# The chapters in JupyterLab, with the kernel of .venv (book profile unless LEAKLAB_PROFILE says
+# otherwise). JupyterLab comes with the book extra; an older .venv without it gets it here.
+lab: env
+	$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet "jupyterlab>=4"
+	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-book} $(PY) -m jupyter lab notebooks
 
 clean:
 	rm -rf _build .pytest_cache

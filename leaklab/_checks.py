@@ -6,6 +6,7 @@ surfaces as a shape mismatch deep inside torch.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -82,6 +83,8 @@ class Registry(dict):
 
     ``kind`` names what is registered ("an attack", "a game", ...) in error messages.
     It is a dict, so ``name in registry`` and ``registry[name]`` work as usual.
+    Registering a name again replaces the entry with a warning, so that a notebook
+    cell that defines and registers something can be run twice.
     """
 
     def __init__(self, kind: str, noun: str):
@@ -90,8 +93,10 @@ class Registry(dict):
         self.noun = noun      # "attack": used when a name is unknown
 
     def add(self, name: str, obj):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"the name of {self.kind} must be a non-empty string, got {name!r}")
         if name in self:
-            raise ValueError(f"{self.kind} named {name!r} is already registered")
+            warnings.warn(f"{self.kind} named {name!r} was already registered; replacing it", stacklevel=3)
         self[name] = obj
         return obj
 

@@ -7,6 +7,9 @@
 * ``paper`` — paper scale, meant for a GPU (Colab): more trials, more iterations,
   larger datasets (downloaded on first use).
 
+An invalid ``LEAKLAB_PROFILE`` is an error everywhere: :func:`get_profile` and every
+``leaklab`` command refuse it in one line.
+
 This module is the one place that says what each profile sets. Notebooks call
 :func:`get_profile` and read its fields, or :meth:`Profile.pick` for a value of
 their own, instead of testing the environment variable themselves.
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "PROFILES", "get_profile"]
+__all__ = ["Profile", "PROFILES", "get_profile", "check_environment"]
 
 ENV_VAR = "LEAKLAB_PROFILE"
 
@@ -55,13 +58,30 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def check_environment() -> str:
+    """The profile name ``$LEAKLAB_PROFILE`` selects (``book`` when unset); a ValueError when it is invalid.
+
+    Case and surrounding spaces are ignored; an empty value is an error (unset the
+    variable to get the default).
+    """
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return "book"
+    name = raw.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"{ENV_VAR}={raw!r} is not a profile; choose from: {', '.join(PROFILES)} "
+                         f"(or unset {ENV_VAR} for book)")
+    return name
+
+
 def get_profile(name: str | None = None) -> Profile:
     """The profile named by ``name``, else by ``$LEAKLAB_PROFILE``, else ``book``."""
-    name = name if name is not None else os.environ.get(ENV_VAR, "book")
-    name = name.strip().lower()
-    if name not in PROFILES:
-        raise ValueError(
-            f"unknown profile {name!r} (from {ENV_VAR} or the name given); "
-            f"choose from: {', '.join(PROFILES)}"
-        )
-    return PROFILES[name]
+    if name is None:
+        return PROFILES[check_environment()]
+    if not isinstance(name, str):
+        raise TypeError(f"profile name must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from: {', '.join(PROFILES)}")
+    return PROFILES[key]
+

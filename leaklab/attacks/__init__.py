@@ -6,7 +6,8 @@ from . import optimization as _optimization  # noqa: F401  (registers dlg, idlg,
 from .labels import recover_labels
 from .optimization import dlg, idlg, ig, lbfgs
 from .run import ReconstructionRun, photographs, run_reconstruction
+from .byo import reconstruct
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
-__all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "recover_labels", "run_reconstruction"]
+__all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "reconstruct", "recover_labels", "run_reconstruction"]
 __all__ += ["analytic", "fc_input_from_gradients", "rgap"]

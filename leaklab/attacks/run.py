@@ -13,7 +13,6 @@ torch.Size([2, 1])
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -24,17 +23,15 @@ from torch import nn
 from .._checks import check_positive_int, check_tensor
 from ..data import Dataset, load_dataset
 from ..release import release
+from ..data.photos import PHOTOGRAPHS, photographs  # noqa: F401  (re-exported: they used to live here)
 from ..metrics.image import ImageScores, score_images
 from ..models import build_model
 from ..results import Record
 from ..runtime import get_device
+from ..validate import check_model
 from .base import Reconstruction, get_attack
 
 __all__ = ["ReconstructionRun", "run_reconstruction", "stack_params", "photographs", "PHOTOGRAPHS"]
-
-#: The scikit-image photographs used as natural private images (they ship with the package, offline).
-PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry",
-               "hubble_deep_field", "retina", "camera")
 
 
 def stack_params(models: list[nn.Module]) -> dict[str, torch.Tensor]:
@@ -43,34 +40,6 @@ def stack_params(models: list[nn.Module]) -> dict[str, torch.Tensor]:
         raise ValueError("models must hold at least one model")
     names = [k for k, _ in models[0].named_parameters()]
     return {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]) for k in names}
-
-
-def photographs(size: int = 32, *, grey: bool = False, names=PHOTOGRAPHS) -> torch.Tensor:
-    """Photographs shipped with scikit-image, resized to ``size`` x ``size``: ``(N, C, size, size)`` in [0, 1].
-
-    Colour (``C = 3``) unless ``grey``; grey originals are repeated to RGB. They
-    are real, natural images available offline, a stand-in for CIFAR-10 when it
-    cannot be downloaded.
-    """
-    check_positive_int("size", size, minimum=4)
-    return _photographs(size, bool(grey), tuple(names)).clone()
-
-
-@functools.lru_cache(maxsize=16)
-def _photographs(size: int, grey: bool, names: tuple[str, ...]) -> torch.Tensor:
-    import numpy as np
-    import torch.nn.functional as F
-    from skimage import data as skdata
-
-    out = []
-    for name in names:
-        a = np.asarray(getattr(skdata, name)(), dtype=np.float32) / 255.0
-        a = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
-        img = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
-        if grey:   # ITU-R BT.709 luminance, as skimage.color.rgb2gray
-            img = (img * torch.tensor([0.2125, 0.7154, 0.0721]).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
-        out.append(F.interpolate(img, size=(size, size), mode="area")[0])  # box filter: averages each block
-    return torch.stack(out).clamp(0.0, 1.0).contiguous()
 
 
 @dataclass
@@ -161,6 +130,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     from ..defenses import as_defense
 
     fn = get_attack(attack)
+    if not isinstance(model, (str, nn.Module)):
+        raise TypeError(f"model must be a registered model name or a torch.nn.Module, got {type(model).__name__}")
     defense = as_defense(defense)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
@@ -182,7 +153,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
             raise ValueError("images must hold values in [0, 1]")
         if batch_size > images.shape[0]:
             raise ValueError(f"batch_size {batch_size} is larger than the number of images given ({images.shape[0]})")
-        num_classes = 10 if num_classes is None else num_classes
+        if num_classes is None:   # read off the model where there is one
+            num_classes = check_model(model, tuple(images.shape[1:])) if isinstance(model, nn.Module) else 10
         check_positive_int("num_classes", num_classes, minimum=2)
         n = images.shape[0]
         idx = (torch.arange(trials)[:, None] * batch_size + torch.arange(batch_size)[None, :]) % n
@@ -200,6 +172,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         xs, ys = _draw_batches(ds, trials, batch_size, gen)
         source = ds.name
     input_shape = tuple(xs.shape[2:])
+    if isinstance(model, nn.Module):
+        check_model(model, input_shape, num_classes)
     model_options = dict(model_options or {})
     if isinstance(model, nn.Module):
         net = defense.wrap(model.to(dev))

@@ -25,7 +25,14 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, never the usage block or a traceback
-        raise UsageError(f"{self.prog}: error: {message}")
+        # "leaklab: error: data show: argument --samples: ...": every error line starts alike
+        command = self.prog.partition(" ")[2]
+        raise UsageError(f"leaklab: error: {command + ': ' if command else ''}{' '.join(message.split())}")
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Bare ``leaklab`` prints the usage and the list of commands on stdout and exits with
+    status 2 (as for any missing argument), with the one-line error on stderr.
+    """
+    from ..profiles import check_environment
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not argv:
+            sys.stdout.write(parser.format_help())
+        args = parser.parse_args(argv)
+        check_environment()      # an invalid LEAKLAB_PROFILE is an error for every command
         return int(args.func(args) or 0)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
     except (ValueError, TypeError, DownloadError) as exc:
-        print(f"leaklab: error: {exc}", file=sys.stderr)
+        print(f"leaklab: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:       # a file that cannot be read or written
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"leaklab: error: {exc.strerror or exc}:{where}".rstrip(":"), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("leaklab: error: out of memory; use fewer --trials, a smaller --batch-size or smaller images",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("leaklab: interrupted", file=sys.stderr)

@@ -81,3 +81,69 @@ def defense_json(defense, adaptive: bool, *, delta: float = 1e-5, steps: int = 1
         p = d.privacy(delta=delta, sample_rate=1.0, steps=steps)
         out.update(epsilon=p["epsilon"], delta=p["delta"], accountant=p["accountant"])
     return out
+
+
+# -- checks made before a command starts its work ------------------------------------------------
+
+def check_out_dir(path, flag: str = "--out"):
+    """The output folder ``path``, created if missing, after checking it can be written; else a ValueError.
+
+    Refused in one line: a file in the way (``path`` or one of its parents is a file),
+    a missing parent folder (only the last part of the path is created, so that a typo
+    does not create a tree of folders), no permission to write.
+    """
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return None
+    text = str(path)
+    if not text.strip():
+        raise ValueError(f"{flag} must name a folder, got an empty string")
+    p = Path(text).expanduser()
+    for parent in [p, *p.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "" if parent == p else f" (in the way of {text})"
+            raise ValueError(f"{flag} {text}: {parent} is a file, not a folder{where}")
+    if not p.exists():
+        parent = p.parent if str(p.parent) else Path(".")
+        if not parent.exists():
+            raise ValueError(f"{flag} {text}: the parent folder {parent} does not exist; create it first")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {text}: no permission to create a folder in {parent}")
+        try:
+            p.mkdir()
+        except OSError as exc:
+            raise ValueError(f"{flag} {text}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {text}: no permission to write in this folder")
+    return p
+
+
+def available_memory(device) -> int | None:
+    """Bytes of memory free for a run on ``device`` (GPU memory on CUDA), or None when unknown."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except Exception:  # noqa: BLE001  (no estimate: the check is skipped)
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MB"

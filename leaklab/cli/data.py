@@ -1,9 +1,20 @@
 """``leaklab data list`` and ``leaklab data show NAME``."""
 from __future__ import annotations
 
-from pathlib import Path
+from .common import check_out_dir, positive_int, print_json
 
-from .common import print_json
+#: The largest sample grid ``data show --samples`` draws (a bigger grid is unreadable).
+MAX_SAMPLES = 256
+
+
+def samples(text: str) -> int:
+    """``--samples``: a positive integer up to :data:`MAX_SAMPLES`."""
+    import argparse
+
+    n = positive_int(text)
+    if n > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {n}")
+    return n
 
 
 def register(sub) -> None:
@@ -16,7 +27,8 @@ def register(sub) -> None:
     ps = dsub.add_parser("show", help="summarise one dataset", description="Summarise a dataset and draw samples.")
     ps.add_argument("name", help="dataset name (see 'leaklab data list')")
     ps.add_argument("--out", metavar="DIR", help="write a grid of samples to DIR/NAME.png")
-    ps.add_argument("--samples", type=int, default=32, help="number of samples in the grid (default 32)")
+    ps.add_argument("--samples", type=samples, default=None,
+                    help=f"number of samples in the grid written with --out (default 32, at most {MAX_SAMPLES})")
     ps.add_argument("--seed", type=int, default=0, help="seed for drawing samples")
     ps.add_argument("--json", action="store_true", help="print the summary as JSON")
     ps.set_defaults(func=cmd_show)
@@ -49,6 +61,9 @@ def cmd_show(args) -> int:
     from ..data import dataset_info, load_dataset
 
     info = dataset_info(args.name)  # raises ValueError naming the datasets for an unknown name
+    if args.samples is not None and not args.out:
+        raise ValueError("--samples sets the size of the grid written with --out; add --out DIR")
+    out = check_out_dir(args.out)   # before loading (or downloading) anything
     ds = load_dataset(args.name)
     summary = info.to_dict() | {
         "loaded": len(ds),
@@ -62,9 +77,7 @@ def cmd_show(args) -> int:
         matplotlib.use("Agg")
         from ..plot import sample_grid
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        fig = sample_grid(ds, args.samples, seed=args.seed)
+        fig = sample_grid(ds, args.samples or 32, seed=args.seed)
         path = out / f"{info.name}.png"
         fig.savefig(path, dpi=120)
         summary["figure"] = str(path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_defense_arguments, defense_json, int_list, positive_int, print_json
+from .common import add_defense_arguments, check_out_dir, defense_json, int_list, positive_int, print_json
 
 GAME_NAMES = ("attribute", "property", "distribution", "user")
 
@@ -48,6 +48,7 @@ def cmd_game(args) -> int:
     # check everything before any data is loaded or downloaded
     game = make_game(args.game, info, attribute=args.attribute)
     make_adversary(args.adversary).check(game, info)
+    check_out_dir(args.out)
     data = load_dataset(args.dataset)
     records = sweep(args.game, data, attribute=game.attribute, adversary=args.adversary,
                     batch_sizes=args.batch_size, rounds=args.rounds, trials=args.trials,

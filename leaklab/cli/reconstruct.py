@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import add_defense_arguments, defense_json, positive_int, print_json
+from .common import (add_defense_arguments, available_memory, check_out_dir, defense_json, gigabytes,
+                     positive_int, print_json)
 
 
 def register(sub) -> None:
@@ -32,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=4, help="independent trials (default 4)")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="iterations of an iterative attack (default: the attack's own)")
-    p.add_argument("--image-size", type=positive_int, default=None, metavar="S",
+    p.add_argument("--image-size", type=image_size, default=None, metavar="S",
                    help="resize --image files to S x S (default: the first image's size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
@@ -40,6 +41,16 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_defense_arguments(p)
     p.set_defaults(func=cmd_reconstruct)
+
+
+def image_size(text: str) -> int:
+    """``--image-size``: a side of at least 4 pixels (the smallest the models accept)."""
+    import argparse
+
+    v = positive_int(text)
+    if v < 4:
+        raise argparse.ArgumentTypeError(f"expected a side of at least 4 pixels, got {v}")
+    return v
 
 
 def read_images(paths: list[str], *, size: int | None = None):
@@ -57,8 +68,7 @@ def read_images(paths: list[str], *, size: int | None = None):
 
     arrays = []
     for path in paths:
-        if not Path(path).is_file():
-            raise ValueError(f"image file not found: {path}")
+        check_image_path(path)
         try:
             a = np.asarray(mpimg.imread(path))
         except Exception as exc:  # noqa: BLE001  (any reader failure is a bad input file)
@@ -93,15 +103,27 @@ def cmd_reconstruct(args) -> int:
     from ..runtime import get_device
 
     device = get_device(args.device)
+    check_out_dir(args.out)                  # before any work: a file in the way, no permission, ...
     if args.dataset is not None:
-        dataset_info(args.dataset)           # a ValueError names the datasets for an unknown name
+        info = dataset_info(args.dataset)    # a ValueError names the datasets for an unknown name
+        if info.modality != "image":
+            raise ValueError(f"--dataset {args.dataset} holds {info.modality} records; reconstruct needs an "
+                             "image dataset (see 'leaklab data list')")
         source = {"dataset": args.dataset}
+        input_shape, num_classes = tuple(info.input_shape), args.num_classes or info.num_classes
     else:
+        if args.image_size is None:
+            check_image_sizes(args.image)
+        header = header_shape(args.image, args.image_size)
+        if header is not None:             # before decoding and resizing the files
+            check_resources(args, header, args.num_classes or 10, device, from_images=True)
         images = read_images(args.image, size=args.image_size)
         if args.batch_size > images.shape[0]:
             raise ValueError(f"--batch-size {args.batch_size} is larger than the {images.shape[0]} "
                              f"--image files given")
         source = {"images": images}
+        input_shape, num_classes = tuple(images.shape[1:]), args.num_classes or 10
+    check_resources(args, input_shape, num_classes, device, from_images=args.dataset is None)
     run = run_reconstruction(attack=args.attack, model=args.model, num_classes=args.num_classes,
                              batch_size=args.batch_size, trials=args.trials, iters=args.iters,
                              seed=args.seed, device=device, progress=not args.json and sys.stderr.isatty(),
@@ -112,9 +134,9 @@ def cmd_reconstruct(args) -> int:
         matplotlib.use("Agg")
 
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         figure = out / f"reconstruct_{args.attack}_{args.model}.png"
         run.figure().savefig(figure, dpi=120)
+    warn_if_not_converged(run)
     summary = run.summary()
     if args.json:
         print_json(_jsonable({
@@ -138,3 +160,179 @@ def cmd_reconstruct(args) -> int:
     if figure is not None:
         print(f"figure: {figure}")
     return 0
+
+
+# -- checks before the run (resources, image files) and after it (convergence) ------------------
+
+#: Without --image-size the model's input is the image itself; a side above this is refused.
+MAX_IMAGE_SIDE = 128
+
+
+def check_image_path(path: str) -> None:
+    """A ValueError in one line when ``path`` is a directory or does not exist."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--image {path} is a directory, not an image file; give the files "
+                         f"themselves (e.g. --image {p / 'photo.png'})")
+    if not p.is_file():
+        raise ValueError(f"image file not found: {path}")
+
+
+def _pixels(path: str) -> tuple[int, int] | None:
+    """(width, height) of an image file read from its header, or None when the header cannot be read."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001  (read_images reports unreadable files)
+        return None
+
+
+def header_shape(paths: list[str], size: int | None) -> tuple[int, int, int] | None:
+    """The input shape ``(C, H, W)`` that :func:`read_images` will return, from the files' headers (None if unreadable)."""
+    shapes = []
+    for path in paths:
+        check_image_path(path)
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                grey = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+                shapes.append((1 if grey else 3, im.size[1], im.size[0]))
+        except Exception:  # noqa: BLE001  (read_images reports unreadable files)
+            return None
+    free = available_memory("cpu")
+    for path, (ch, hh, ww) in zip(paths, shapes):
+        need = hh * ww * 4 * 8 * 3            # RGBA decoded, as float64, and two working copies
+        if free is not None and need > 0.8 * free:
+            raise ValueError(f"--image {path} is {ww}x{hh} pixels: decoding it needs about {gigabytes(need)}, "
+                             f"more than the {gigabytes(0.8 * free)} free; shrink the file first")
+    c = max(s[0] for s in shapes)
+    h, w = (size, size) if size is not None else shapes[0][1:]
+    return (c, h, w)
+
+
+def check_image_sizes(paths: list[str]) -> None:
+    """Refuse, before decoding, image files far larger than a model input when no --image-size is given."""
+    for path in paths:
+        check_image_path(path)
+        wh = _pixels(path)
+        if wh is not None and max(wh) > MAX_IMAGE_SIDE:
+            raise ValueError(f"--image {path} is {wh[0]}x{wh[1]} pixels, far larger than a model input "
+                             f"(without --image-size the image itself is the input; at most "
+                             f"{MAX_IMAGE_SIDE} on a side); add --image-size 32")
+
+
+def _activations(net, input_shape) -> int:
+    """Elements output by the leaf modules of ``net`` for one record (a forward pass on the meta device)."""
+    import torch
+
+    total = [0]
+
+    def hook(_mod, _inp, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        net(torch.zeros(1, *input_shape, device="meta"))
+    except Exception:  # noqa: BLE001  (a model that cannot run on meta: fall back to the input size)
+        total[0] = 0
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def estimate_bytes(attack: str, model: str, input_shape, num_classes: int, trials: int, batch_size: int) -> int:
+    """A rough estimate of the memory a reconstruction run needs.
+
+    Per trial, an optimisation attack holds the model's parameters ``P`` and released
+    gradient several times over (stacked per trial, repeated per restart, inner and
+    outer gradient), and per record its L-BFGS or Adam state over the ``D`` input values
+    and the ``A`` activations of the double backward pass: about
+    ``restarts * (250 B D + 16 P + 8 B A)`` floats. The constants are fitted to the
+    peak memory of LeNet, ConvNet and ResNet runs on 32x32 and 64x64 images (within
+    about 25%). The model is built on the meta device, so nothing is allocated.
+    """
+    import inspect
+    import math
+
+    import torch
+
+    from ..attacks import get_attack
+    from ..models import build_model, num_parameters
+
+    with torch.device("meta"):
+        net = build_model(model, input_shape, num_classes, seed=0)
+    params, acts = num_parameters(net), _activations(net, input_shape)
+    d = math.prod(input_shape)
+    sig = inspect.signature(get_attack(attack)).parameters
+    restarts = sig["restarts"].default if "restarts" in sig else 1
+    if "iters" in sig:
+        per_trial = 4 * restarts * (250 * batch_size * d + 16 * params + 8 * batch_size * acts)
+    else:
+        per_trial = 4 * (8 * batch_size * d + 8 * params + 4 * batch_size * acts)
+    return 150 * 2**20 + trials * per_trial
+
+
+def check_resources(args, input_shape, num_classes: int, device, *, from_images: bool) -> None:
+    """Refuse a run whose estimated memory exceeds what is free, naming the smallest change that fits."""
+    free = available_memory(device)
+    if free is None:
+        return
+    budget = 0.8 * free
+    need = estimate_bytes(args.attack, args.model, input_shape, num_classes, args.trials, args.batch_size)
+    if need <= budget:
+        return
+    shape = "x".join(map(str, input_shape))
+    what = (f"this run needs about {gigabytes(need)} of memory (--trials {args.trials} x --batch-size "
+            f"{args.batch_size} x {shape} inputs, {args.model}), more than the {gigabytes(budget)} "
+            f"that can be used on {device}")
+    one = estimate_bytes(args.attack, args.model, input_shape, num_classes, 1, args.batch_size)
+    if one <= budget:
+        base = estimate_bytes(args.attack, args.model, input_shape, num_classes, 0, args.batch_size)
+        fit = int((budget - base) // max(one - base, 1))
+        raise ValueError(f"{what}; --trials {fit} fits")
+    def largest(lo: int, hi: int, fits) -> int | None:     # the largest v in [lo, hi] that fits (monotone)
+        if hi < lo or not fits(lo):
+            return None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+
+    b = largest(1, args.batch_size - 1, lambda b: estimate_bytes(
+        args.attack, args.model, input_shape, num_classes, 1, b) <= budget)
+    if b is not None:
+        raise ValueError(f"{what}; --trials 1 --batch-size {b} fits")
+    if from_images:
+        side = largest(4, min(input_shape[1:]) - 1, lambda v: estimate_bytes(
+            args.attack, args.model, (input_shape[0], v, v), num_classes, 1, 1) <= budget)
+        if side is not None:
+            raise ValueError(f"{what}; --trials 1 --batch-size 1 --image-size {side} fits")
+    raise ValueError(f"{what}; even one trial of one record does not fit: use a smaller --model")
+
+
+def warn_if_not_converged(run) -> None:
+    """One line on stderr when most trials' gradient matching did not converge.
+
+    Reads ``run.result.info["converged"]`` (a ``(T,)`` bool tensor) where the attack
+    reports it; says nothing otherwise.
+    """
+    converged = getattr(run.result, "info", {}).get("converged")
+    if converged is None:
+        return
+    try:
+        import torch
+
+        flags = torch.as_tensor(converged).bool().flatten()
+    except (TypeError, ValueError, RuntimeError):
+        return
+    n, bad = int(flags.numel()), int((~flags).sum())
+    if n and bad * 2 > n:
+        print(f"leaklab: warning: the gradient matching did not converge in {bad} of {n} trials "
+              "(reconstructions are unreliable: try more --iters, or check that the gradients were "
+              "released at the parameters of the model given)", file=sys.stderr)

@@ -12,9 +12,10 @@ from .download import DownloadError, RemoteFile, cache_dir, fetch
 from . import download as _download  # noqa: F401  (registers the downloadable datasets)
 from . import faces as _faces  # noqa: F401  (registers CelebA)
 from .synthetic import WORDS, make_voices  # (registers the procedural sequence dataset)
+from .photos import PHOTOGRAPHS, photographs
 
 __all__ = [
-    "GAMES", "MODALITIES", "Dataset", "DatasetInfo", "DownloadError", "RemoteFile", "SHAPES",
+    "GAMES", "MODALITIES", "PHOTOGRAPHS", "Dataset", "DatasetInfo", "DownloadError", "RemoteFile", "SHAPES",
     "WORDS", "cache_dir", "dataset_info", "fetch", "list_datasets", "load_dataset", "make_shapes",
-    "make_voices", "register_dataset",
+    "make_voices", "photographs", "register_dataset",
 ]

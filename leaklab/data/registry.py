@@ -1,6 +1,7 @@
 """The dataset registry: what each dataset is, and how to load it."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -41,12 +42,18 @@ class DatasetInfo:
     attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # secret -> value names
     attribute_features: dict[str, int] = field(default_factory=dict)     # secret -> feature column in x
     has_users: bool = False            # records carry a user id (for user inference)
+    class_names: tuple[str, ...] = ()  # names of the classes 0..K-1, where known
+    feature_names: tuple[str, ...] = ()                              # tabular: name of each column of x
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)  # coded feature -> value names
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["games"] = list(self.games)
         d["attributes"] = {k: list(v) for k, v in self.attributes.items()}
+        d["class_names"] = list(self.class_names)
+        d["feature_names"] = list(self.feature_names)
+        d["categories"] = {k: list(v) for k, v in self.categories.items()}
         return d
 
 
@@ -158,6 +165,34 @@ class Dataset:
     def with_info(self, **changes) -> "Dataset":
         return Dataset(replace(self.info, **changes), self.x, self.y, self.attributes, self.users)
 
+    # -- your own data -----------------------------------------------------
+    @classmethod
+    def from_arrays(cls, x, y, **options) -> "Dataset":
+        """A dataset from arrays or tensors: see :func:`leaklab.data.custom.from_arrays`."""
+        from .custom import from_arrays
+
+        return from_arrays(x, y, **options)
+
+    @classmethod
+    def from_pandas(cls, df, label: str, **options) -> "Dataset":
+        """A tabular dataset from a pandas DataFrame: see :func:`leaklab.data.custom.from_pandas`."""
+        from .custom import from_pandas
+
+        return from_pandas(df, label, **options)
+
+    def register(self) -> "Dataset":
+        """Make this dataset loadable by its name (``load_dataset(name)``, the ``leaklab`` command
+        in the same process); registering a name again replaces the entry with a warning."""
+        data = self
+
+        def _loader(info, *, n=None, seed=0):
+            if n is None:
+                return data
+            return data.sample(n, generator=torch.Generator().manual_seed(seed))
+
+        register_dataset(self.info)(_loader)
+        return self
+
 
 Loader = Callable[..., Dataset]
 _REGISTRY: dict[str, tuple[DatasetInfo, Loader]] = {}
@@ -172,9 +207,13 @@ def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
     for g in info.games:
         check_choice("game", g, GAMES)
 
+    if not isinstance(info.name, str) or not info.name:
+        raise TypeError(f"a dataset name must be a non-empty string, got {info.name!r}")
+
     def deco(loader: Loader) -> Loader:
-        if info.name in _REGISTRY:
-            raise ValueError(f"a dataset named {info.name!r} is already registered")
+        if info.name in _REGISTRY:   # a re-run notebook cell: the new entry wins
+            warnings.warn(f"a dataset named {info.name!r} was already registered; replacing it",
+                          stacklevel=3)
         _REGISTRY[info.name] = (info, loader)
         return loader
 

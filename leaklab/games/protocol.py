@@ -411,6 +411,9 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         dataset = load_dataset(dataset)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    if model is not None:
+        from ..validate import check_model
+        check_model(model, dataset.input_shape, dataset.num_classes)
     if not isinstance(game, Game):
         game = make_game(game, dataset.info, attribute=attribute, **dict(game_options or {}))
     adv = make_adversary(adversary, **dict(adversary_options or {}))
