@@ -58,11 +58,16 @@ def identity(grads: Params) -> Params:
     return grads
 
 
-def _chunk(xs: torch.Tensor, params: Params, budget: int = 2**27) -> int:
-    """Trials per vmap call: as many as fit a budget of ``budget`` floats (a rough estimate)."""
+def _chunk(xs: torch.Tensor, params: Params, budget: int | None = None) -> int:
+    """Trials per vmap call: as many as fit a quarter of the device's free memory (a rough estimate
+    of a trial's activations and gradients), or ``budget`` floats when given; at least 64."""
+    from .._memory import fit_chunk
+
     per_sample = math.prod(xs.shape[2:]) if xs.ndim > 2 else 1
     per_trial = xs.shape[1] * per_sample * 16 + 2 * sum(v.numel() for v in params.values())
-    return max(64, budget // max(per_trial, 1))
+    per_trial = max(int(per_trial), 1) * xs.element_size()
+    available = None if budget is None else int(budget) * xs.element_size() * 4
+    return fit_chunk(per_trial, device=xs.device, minimum=64, available=available)
 
 
 def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
