@@ -98,3 +98,21 @@ def test_roc_helpers_match_scipy_and_sklearn():
         assert _roc.norm_ppf(q) == pytest.approx(stats.norm.ppf(q), abs=1e-9)
     with pytest.raises(ValueError, match="both classes"):
         _roc.roc_auc_score(np.zeros(4), np.arange(4.0))
+
+
+def test_diabetes_without_sklearn_equals_sklearn():
+    from sklearn.datasets import load_diabetes
+
+    from leaklab.data.embedded import _diabetes_arrays
+
+    raw, target = _diabetes_arrays()
+    d = load_diabetes(scaled=False)
+    assert np.array_equal(raw, d.data) and np.array_equal(target, d.target)
+
+
+def test_a_game_on_diabetes_imports_no_heavy_package():
+    mods = _modules("from leaklab.games import play\n"
+                    "r = play('attribute', 'diabetes', adversary='informed', batch_size=4, trials=64, progress=False)\n"
+                    "assert 0 <= r.score().auroc <= 1")
+    assert "leaklab.games.protocol" in mods
+    assert _heavy(mods) == []
