@@ -135,12 +135,22 @@ def _num_classes(model: nn.Module) -> int | None:
 
 
 def memory_chunk(xs: torch.Tensor, params: Mapping[str, torch.Tensor], *, per_sample: bool = False,
-                 budget: int = 2**27) -> int:
-    """Trials per vmap call: as many as fit about ``budget`` floats (a rough estimate, at least 1)."""
+                 budget: int | None = None, minimum: int = 1) -> int:
+    """Trials per vmap call: as many as fit a quarter of the device's free memory, or ``budget`` floats.
+
+    A trial needs about ``16`` floats per input entry of its batch (activations and their
+    gradients) and two copies of the parameters, plus one per record when the gradients
+    are kept per record (DP-SGD). See :func:`leaklab._memory.fit_chunk`.
+    """
+    from ._memory import fit_chunk
+
     per_record = math.prod(xs.shape[2:]) if xs.ndim > 2 else 1
     n_params = sum(v.numel() for v in params.values())
-    per_trial = xs.shape[1] * per_record * 16 + n_params * (2 + (xs.shape[1] if per_sample else 0))
-    return max(1, budget // max(per_trial, 1))
+    B = xs.shape[1] if xs.ndim > 1 else 1
+    floats = B * per_record * 16 + n_params * (2 + (B if per_sample else 0))
+    size = xs.element_size()
+    available = None if budget is None else int(budget) * size * 4
+    return fit_chunk(max(int(floats), 1) * size, device=xs.device, minimum=minimum, available=available)
 
 
 # -- the release ---------------------------------------------------------------------------------

@@ -73,3 +73,20 @@ def test_bad_options():
         auroc_ci([0, 1], [0.1, 0.2], method="delong")
     with pytest.raises(ValueError, match="method 'hanley' needs two secret values"):
         auroc_ci([0, 1, 2], np.eye(3), method="hanley")
+
+
+def test_torch_logistic_regression_matches_scikit_learn():
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from leaklab.metrics._logistic import Logistic
+
+    rng = np.random.default_rng(0)
+    for K in (2, 3):
+        x = rng.normal(size=(300, 5)) * [1, 10, 0.1, 1, 3]
+        y = (x[:, 0] + 0.1 * x[:, 1] + rng.normal(size=300) > 0).astype(int) + (K == 3) * (x[:, 3] > 1)
+        ours = Logistic(C=0.5).fit(x, y).predict_proba(x)
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=5000, tol=1e-10)).fit(x, y)
+        assert np.abs(ours - ref.predict_proba(x)).max() < 1e-4

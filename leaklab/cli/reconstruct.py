@@ -64,7 +64,6 @@ def read_images(paths: list[str], *, size: int | None = None):
     import matplotlib.image as mpimg
     import numpy as np
     import torch
-    from skimage.transform import resize
 
     arrays = []
     for path in paths:
@@ -91,6 +90,8 @@ def read_images(paths: list[str], *, size: int | None = None):
             a = np.repeat(a, channels, axis=-1)
         if a.shape[:2] != (h, w):
             print(f"leaklab: resizing {path} from {a.shape[0]}x{a.shape[1]} to {h}x{w}", file=sys.stderr)
+            from skimage.transform import resize
+
             a = resize(a, (h, w), anti_aliasing=True)
         out.append(np.clip(a, 0.0, 1.0).transpose(2, 0, 1))
     return torch.tensor(np.ascontiguousarray(np.stack(out)), dtype=torch.float32).contiguous()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,14 +65,29 @@ _DIABETES_INFO = DatasetInfo(
 )
 
 
-@register_dataset(_DIABETES_INFO)
-def _load_diabetes(info: DatasetInfo, *, n: int | None = None, seed: int = 0) -> Dataset:
+def _diabetes_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The raw features ``(442, 10)`` and targets of scikit-learn's diabetes data.
+
+    Read straight from the files scikit-learn ships (what ``load_diabetes(scaled=False)``
+    reads), without importing scikit-learn, whose import costs more than a game.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    folder = Path(spec.origin).parent / "datasets" / "data" if spec and spec.origin else None
+    if folder is not None and (folder / "diabetes_data_raw.csv.gz").is_file():
+        return (np.loadtxt(folder / "diabetes_data_raw.csv.gz", dtype=np.float64),
+                np.loadtxt(folder / "diabetes_target.csv.gz", dtype=np.float64))
     from sklearn.datasets import load_diabetes
 
     d = load_diabetes(scaled=False)
-    raw = np.asarray(d.data, dtype=np.float64)
+    return np.asarray(d.data, dtype=np.float64), np.asarray(d.target, dtype=np.float64)
+
+
+@register_dataset(_DIABETES_INFO)
+def _load_diabetes(info: DatasetInfo, *, n: int | None = None, seed: int = 0) -> Dataset:
+    raw, target = _diabetes_arrays()
     feats = (raw - raw.mean(0)) / raw.std(0)
-    target = np.asarray(d.target)
     x = torch.tensor(feats, dtype=torch.float32)
     y = torch.tensor(target > np.median(target), dtype=torch.long)
     sex = torch.tensor(raw[:, 1] > 1.5, dtype=torch.long)          # 1 -> code 0, 2 -> code 1

@@ -183,8 +183,9 @@ class PhiAdversary(Adversary):
 
     Jayaraman & Evans (2022) ask whether attribute inference attacks do better than
     *imputation*, predicting the attribute from what the adversary already knows
-    about the target. This adversary is that imputation: it fits a scikit-learn
-    ``LogisticRegression`` (inverse regularisation ``C``, standardised inputs) from
+    about the target. This adversary is that imputation: it fits a logistic regression
+    (:class:`leaklab.metrics._logistic.Logistic`, scikit-learn's objective with inverse
+    regularisation ``C`` on standardised inputs, in torch) from
     the auxiliary records' other features (the sensitive column blanked, as in
     ``phi``) and one-hot label to their attribute, and scores each target by the
     log-odds of ``P(a | phi(z))``. The game draws secrets uniformly, so the
@@ -203,9 +204,7 @@ class PhiAdversary(Adversary):
         _check_tabular_attribute(self.name or "phi", game, info)
 
     def prepare(self, knowledge, *, seed=0):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from ..metrics._logistic import Logistic
 
         super().prepare(knowledge, seed=seed)
         aux, game = knowledge.auxiliary, knowledge.game
@@ -220,7 +219,7 @@ class PhiAdversary(Adversary):
         if present.size < 2:
             raise ValueError(f"the auxiliary data holds only {game.attribute} value(s) {present.tolist()}; "
                              "the phi adversary needs at least two")
-        self.clf = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+        self.clf = Logistic(C=self.C, max_iter=self.max_iter)
         self.clf.fit(_phi_features(x, aux.y, self.num_classes), codes)
         counts = np.bincount(codes, minlength=K).astype(np.float64)
         self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())

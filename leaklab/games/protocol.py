@@ -88,9 +88,10 @@ def identity(grads: Params) -> Params:
     return grads
 
 
-def _chunk(xs: torch.Tensor, params: Params, budget: int = 2**27) -> int:
-    """Trials per vmap call: as many as fit a budget of ``budget`` floats (a rough estimate)."""
-    return memory_chunk(xs, params, budget=budget)
+def _chunk(xs: torch.Tensor, params: Params, budget: int | None = None) -> int:
+    """Trials per vmap call: as many as fit a quarter of the device's free memory (a rough estimate
+    of a trial's activations and gradients), or ``budget`` floats when given; at least 64."""
+    return memory_chunk(xs, params, budget=budget, minimum=64)
 
 
 def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
@@ -99,7 +100,7 @@ def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, para
     """The releases of ``T`` batches ``xs (T, B, ...)``, ``ys (T, B)`` at ``params``, through ``defense``.
 
     The release path (:func:`leaklab.release.release`): ``engine="batched"`` vmaps over
-    the trials in chunks that fit memory; ``engine="loop"`` computes each trial with
+    the trials in chunks sized to the device's free memory; ``engine="loop"`` computes each trial with
     ``torch.autograd.grad``.
     """
     check_choice("engine", engine, ENGINES)

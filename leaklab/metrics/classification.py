@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .._checks import check_choice, check_fraction, check_positive_int
+from ._roc import norm_ppf, rankdata, roc_auc_score, roc_curve
 
 __all__ = ["InferenceScore", "auroc", "auroc_ci", "accuracy", "advantage", "tpr_at_fpr",
            "score_guesses"]
@@ -77,7 +76,7 @@ def _rank_auc(pos: np.ndarray, s: np.ndarray) -> float:
     """Binary AUROC from ranks (Mann-Whitney U), the same number as roc_auc_score, faster."""
     n1 = int(pos.sum())
     n0 = pos.shape[0] - n1
-    ranks = stats.rankdata(s)
+    ranks = rankdata(s)
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
@@ -132,7 +131,7 @@ def auroc_ci(labels, scores, *, level: float = 0.95, method: str = "auto", n_boo
         n1, n0 = int((yb == 1).sum()), int((yb == 0).sum())
         q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
         var = (a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)
-        z = float(stats.norm.ppf(0.5 + level / 2))
+        z = float(norm_ppf(0.5 + level / 2))
         half = z * math.sqrt(max(var, 0.0))
         return max(0.0, a - half), min(1.0, a + half)
     rng = np.random.default_rng(seed)

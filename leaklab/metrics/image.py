@@ -130,6 +130,8 @@ def match(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     x, x_hat = _pair("x", x, "x_hat", x_hat)
     if x.ndim != 5:
         raise ValueError(f"x must have shape (T, B, C, H, W), got {tuple(x.shape)}")
+    if x.shape[1] == 1:                              # one image per batch: nothing to assign
+        return torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
     from scipy.optimize import linear_sum_assignment
 
     a, b = x.flatten(2), x_hat.flatten(2)            # (T, B, D)

@@ -9,8 +9,16 @@ information that attack scores carry.
 """
 from .linear import (LayerAnalysis, LinearSystem, analyse_layer, conv_output_size, conv_system,
                      fc_system, layer_errors, layer_gradients, noise_sweep)
-from .information import (MIEstimate, classifier_mi, dpsgd_attribute_auroc_bound, dpsgd_attribute_mu,
-                          fano_error_bound, gaussian_mi, gdp_auroc_bound, gdp_epsilon)
+
+_INFORMATION = ("MIEstimate", "classifier_mi", "dpsgd_attribute_auroc_bound", "dpsgd_attribute_mu",
+                "fano_error_bound", "gaussian_mi", "gdp_auroc_bound", "gdp_epsilon")
+
+
+def __getattr__(name):   # the information bounds need scipy: imported when first asked for
+    if name in _INFORMATION:
+        from . import information
+        return getattr(information, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["LayerAnalysis", "LinearSystem", "analyse_layer", "conv_output_size", "conv_system",
            "fc_system", "layer_errors", "layer_gradients", "noise_sweep"]
