@@ -21,13 +21,17 @@ that record. Two such rows of the same record give the same ratio vector, while 
 rows that mix several records almost never do (their weights differ from row to
 row). :func:`isolate_records` therefore groups the rows whose ratios agree (relative
 distance below ``tol``); every group of two or more rows is one record read off
-exactly, combined by least squares over the group's rows. For a batch of ``B`` the
-attack returns the ``B`` largest groups; if fewer than ``B`` groups are found, the
-remaining slots take the single rows that differ most from what was already found
-(the part of their ratio outside the span of the records found), which are mixes
-dominated by a record not yet seen, or copies of a record that fires alone in one
-unit only. ``info["recovered"]`` counts, per trial, the records certified exact by
-two or more agreeing rows; ``info["exact"]`` marks them, slot by slot.
+exactly, combined by least squares over the group's rows. The attacker knows the
+model, so it can check a group and go further: for one label, the record's own
+gradient (``1/B`` of it, the mean loss) reproduces the group's rows; that label
+certifies the record, and subtracting the record's share from the release turns
+every row that mixed it with a single other record into a copy of that other
+record. The search then starts again on what is left, until ``B`` records are found
+or no rows agree. Remaining slots take the rows that differ most from what was
+found (the part of their ratio outside the span of the records found).
+``info["recovered"]`` counts, per trial, the records certified (a group whose label
+check passed, or, with ``peel=False``, a group of agreeing rows); ``info["exact"]``
+marks them slot by slot and ``info["labels"]`` holds their labels (``-1`` elsewhere).
 """
 from __future__ import annotations
 
