@@ -62,13 +62,33 @@ def test_json_run_on_images_has_the_documented_fields(capsys, tmp_path):
 
 @pytest.mark.parametrize("attack", ["analytic", "rgap"])
 def test_linear_system_attacks_run_through_the_command(capsys, attack):
-    if attack not in list_attacks():
-        pytest.skip(f"attack {attack!r} is not registered in this checkout")
-    model = "mlp" if attack == "analytic" else "rgapnet"
     from leaklab.models import list_models
-    if model not in list_models():
-        pytest.skip(f"model {model!r} is not registered in this checkout")
+
+    model = "mlp" if attack == "analytic" else "rgapnet"
+    # a missing registration is a failure here, never a skip
+    assert attack in list_attacks(), f"attack {attack!r} is not registered"
+    assert model in list_models(), f"model {model!r} is not registered"
     code, out, err = _run(capsys, "--attack", attack, "--model", model, "--dataset", "digits", "--trials", "2",
                           "--json")
     assert code == 0, err
-    assert len(json.loads(out)["trials"]) == 2
+    trials = json.loads(out)["trials"]
+    assert len(trials) == 2
+    assert all(len(t["psnr_records"]) == 1 for t in trials)
+
+
+def test_analytic_batch_reports_every_record(capsys):
+    code, out, err = _run(capsys, "--attack", "analytic", "--model", "mlp", "--dataset", "digits",
+                          "--batch-size", "4", "--trials", "4", "--json")
+    assert code == 0, err
+    trials = json.loads(out)["trials"]
+    per_record = np.array([[float(v) for v in t["psnr_records"]] for t in trials])   # "inf" for exact
+    assert per_record.shape == (4, 4)
+    assert (per_record >= 30).sum(1).mean() >= 3
+    for t, row in zip(trials, per_record):
+        assert 0 <= t["recovered_exactly"] <= (row >= 30).sum()
+    code, out, err = _run(capsys, "--attack", "analytic", "--model", "mlp", "--dataset", "digits",
+                          "--batch-size", "4", "--trials", "2")
+    assert code == 0, err
+    assert "PSNR dB per record" in out and "records recovered exactly" in out
+    row = out.splitlines()[2].split()
+    assert len(row) == 6 + 4          # trial, PSNR, SSIM, MSE, labels, exact, then four records

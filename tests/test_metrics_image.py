@@ -61,6 +61,43 @@ def test_label_accuracy_ignores_order():
     assert label_accuracy(y, y_hat).tolist() == [1.0, 0.5]
 
 
+def test_label_accuracy_is_the_multiset_overlap():
+    # sorted position by position these share nothing; as multisets they share 2 and 3
+    assert label_accuracy(torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4])).item() == pytest.approx(2 / 3)
+    y = torch.tensor([[0, 0, 5, 9], [4, 4, 4, 4], [1, 2, 3, 4]])
+    y_hat = torch.tensor([[0, 5, 5, 9], [4, 0, 4, 1], [5, 6, 7, 8]])
+    assert label_accuracy(y, y_hat).tolist() == [0.75, 0.5, 0.0]
+    # oracle: the overlap counted with Python's Counter, on random label batches
+    from collections import Counter
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 4, (50, 6), generator=gen), torch.randint(0, 4, (50, 6), generator=gen)
+    want = [sum((Counter(r.tolist()) & Counter(s.tolist())).values()) / 6 for r, s in zip(a, b)]
+    assert label_accuracy(a, b).tolist() == pytest.approx(want)
+    assert label_accuracy(a[None], b[None]).shape == (1, 50)
+    with pytest.raises(ValueError, match="y_hat must hold labels >= 0"):
+        label_accuracy(torch.tensor([1, 2]), torch.tensor([-1, 2]))
+    with pytest.raises(TypeError, match="y must hold integer labels"):
+        label_accuracy(torch.tensor([1.0, 2.0]), torch.tensor([1, 2]))
+
+
+def test_psnr_with_a_data_range_other_than_one():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 1, 8, 8, generator=gen) * 255
+    x_hat = (x + torch.randn(3, 1, 8, 8, generator=gen) * 5).clamp(0, 255)
+    got = psnr(x, x_hat, data_range=255.0)
+    # oracle: scikit-image's peak_signal_noise_ratio, image by image
+    from skimage.metrics import peak_signal_noise_ratio
+
+    want = [peak_signal_noise_ratio(x[i].numpy(), x_hat[i].numpy(), data_range=255) for i in range(3)]
+    assert got.tolist() == pytest.approx(want, rel=1e-4)
+    # scaling both images and the range together leaves the PSNR unchanged
+    assert torch.allclose(psnr(x / 255, x_hat / 255), got, rtol=1e-4)
+    assert torch.allclose(psnr(x, x_hat, data_range=2.0), got - 20 * math.log10(255 / 2), rtol=1e-4)
+    with pytest.raises(ValueError, match="data_range must be > 0"):
+        psnr(x, x_hat, data_range=0.0)
+
+
 def test_bad_inputs_raise_named_errors():
     x = _rand(2, 1, 8, 8)
     with pytest.raises(ValueError, match="x and x_hat must have the same shape"):

@@ -78,11 +78,28 @@ def _cosine(gx: Mapping[str, torch.Tensor], g: Mapping[str, torch.Tensor]) -> to
 DISTANCES: dict[str, Callable] = {"l2": _l2, "cosine": _cosine}
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels of ``x`` (..., C, H, W)."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
-    return dh + dw
+def total_variation(x: torch.Tensor, dims: int | None = None) -> torch.Tensor:
+    """Mean absolute difference between neighbours along each sample's own spatial axes, summed over axes.
+
+    ``x`` is a batch ``(B, *input_shape)``. The spatial axes are the last ``dims``;
+    by default the two of an image (``x`` with 4 or more dimensions, ``(..., C, H, W)``)
+    and the last one otherwise (``(B, C, L)`` signals, ``(B, N)`` feature vectors),
+    so that no difference is ever taken across the batch or the channels. The mean
+    runs over samples, channels and positions, so the value is the mean over the
+    batch of each sample's total variation.
+    """
+    check_tensor("x", x, floating=True, finite=False)
+    if dims is None:
+        dims = 2 if x.ndim >= 4 else 1
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= x.ndim - 1:
+        raise ValueError(f"dims must be an int between 1 and {x.ndim - 1} (x has shape {tuple(x.shape)}), "
+                         f"got {dims!r}")
+    total = x.new_zeros(())
+    for axis in range(x.ndim - dims, x.ndim):
+        n = x.shape[axis]
+        if n > 1:
+            total = total + (x.narrow(axis, 1, n - 1) - x.narrow(axis, 0, n - 1)).abs().mean()
+    return total
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -507,8 +524,10 @@ def _setup(model, params, grads, *, input_shape, num_classes, batch_size, device
         return T, input_shape, dev, model, params, grads, labels.to(dev).long(), False
     check_choice("labels", labels, LABEL_MODES)
     joint = labels == "joint" or (labels == "auto" and batch_size > 1)
+    # labels of a batch: counts fitted with the known model's predictions on random dummy inputs
     y = (torch.zeros(T, batch_size, dtype=torch.long, device=dev) if joint else
-         recover_labels(grads, num_classes=num_classes, batch_size=batch_size))
+         recover_labels(grads, num_classes=num_classes, batch_size=batch_size, model=model, params=params,
+                        input_shape=input_shape))
     return T, input_shape, dev, model, params, grads, y, joint
 
 
@@ -630,7 +649,8 @@ def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cl
     """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
 
     The labels are exact for a batch of one; for larger batches they come from the
-    count heuristic of :func:`leaklab.attacks.labels.recover_labels`. The other
+    count estimate of :func:`leaklab.attacks.labels.label_recovery`, with the
+    model's predictions measured on random dummy inputs. The other
     options are those of :func:`dlg`.
     """
     return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,

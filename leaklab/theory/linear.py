@@ -55,7 +55,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..runtime import get_device
 
-__all__ = ["LinearSystem", "LayerAnalysis", "fc_system", "conv_system", "layer_gradients",
+__all__ = ["ERRORS", "LinearSystem", "LayerAnalysis", "fc_system", "conv_system", "layer_gradients",
            "layer_errors", "noise_sweep", "analyse_layer", "conv_output_size", "LAYERS", "MAX_ENTRIES"]
 
 #: The largest dense system (rows x columns) the module will build.
@@ -473,6 +473,12 @@ def layer_gradients(layer: str, x: torch.Tensor, weight: torch.Tensor, deltas: t
 
 LAYERS = ("fc", "conv")
 
+#: How :func:`analyse_layer` draws the output errors ``delta_j``.
+ERRORS = {
+    "random": "random (Gaussian, independent entries)",
+    "softmax": "softmax cross-entropy (p_j - onehot(y_j)) / B, random labels: each delta_j sums to zero",
+}
+
 
 def layer_errors(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
                  loss_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -555,6 +561,7 @@ class LayerAnalysis:
     forward: bool
     noise: float
     seed: int
+    errors: str
     unknowns: int
     equations: int
     rank: int
@@ -581,6 +588,7 @@ class LayerAnalysis:
             head += f", kernel {self.kernel}, stride {self.stride}, padding {self.padding}"
         head += f", batch {self.batch_size}, {'with' if self.bias else 'no'} bias"
         lines = [head,
+                 f"  output errors: {ERRORS[self.errors]}",
                  f"  unknowns {self.unknowns}, equations {self.equations}, rank {self.rank}: "
                  + ("unique" if self.unique else f"not unique (null space of dimension {self.unknowns - self.rank})"),
                  f"  knowns: {'; '.join(self.knowns)}",
@@ -595,7 +603,7 @@ class LayerAnalysis:
 
 def analyse_layer(layer: str = "fc", *, input_shape: int | Sequence[int], out: int, kernel: int = 3,
                   stride: int = 1, padding: int = 0, batch_size: int = 1, bias: bool = True,
-                  forward: bool = False, noise: float = 0.0, seed: int = 0,
+                  forward: bool = False, noise: float = 0.0, seed: int = 0, errors: str = "random",
                   device=None) -> LayerAnalysis:
     """Build one layer's system for random weights, inputs and errors, and check its verdict.
 
@@ -608,8 +616,21 @@ def analyse_layer(layer: str = "fc", *, input_shape: int | Sequence[int], out: i
 
     ``input_shape`` is ``N`` (or any shape, flattened) for ``layer="fc"`` and
     ``(C, H, W)`` for ``"conv"``; ``out`` is the number of output features or channels.
+
+    ``errors`` says how the output errors are drawn: ``"random"`` (independent
+    Gaussian entries of scale ``1/B``: a hidden layer in general position) or
+    ``"softmax"`` (fully connected only: the layer is a classifier's last layer with
+    ``out`` classes under the mean cross-entropy, ``delta_j = (softmax(o_j) - e_{y_j}) / B``
+    for random labels ``y_j``). Softmax errors sum to zero, so ``rank D <= out - 1``
+    and a batch of ``out`` records is never determined, where random errors would
+    say it is.
     """
     check_choice("layer", layer, LAYERS)
+    check_choice("errors", errors, ERRORS)
+    if errors == "softmax" and layer != "fc":
+        raise ValueError("errors 'softmax' describes a classifier's last layer: use it with layer 'fc'")
+    if errors == "softmax" and out < 2:
+        raise ValueError(f"errors 'softmax' needs out >= 2 classes, got {out}")
     check_positive_int("out", out)
     check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -635,6 +656,10 @@ def analyse_layer(layer: str = "fc", *, input_shape: int | Sequence[int], out: i
         N = math.prod(shape)
         W, b = draw(out, N, scale=N ** -0.5), draw(out, scale=0.1)
         x, deltas = draw(B, N, uniform=True), draw(B, out, scale=1.0 / B)
+        if errors == "softmax":
+            logits = x @ W.T + (b if bias else 0.0)
+            labels = torch.randint(out, (B,), generator=gen).to(dev)
+            deltas = (torch.softmax(logits, -1) - F.one_hot(labels, out).to(DTYPE)) / B
         conv_args: dict = {}
         system = fc_system(W, deltas, bias=b if (bias and forward) else bias, forward=forward, device=dev)
         kernel_, stride_, padding_ = None, None, None
@@ -664,7 +689,7 @@ def analyse_layer(layer: str = "fc", *, input_shape: int | Sequence[int], out: i
     mse = float(((x_hat.reshape(x.shape) - x) ** 2).mean())
     result = LayerAnalysis(
         layer=layer, input_shape=shape, out=out, kernel=kernel_, stride=stride_, padding=padding_,
-        batch_size=B, bias=bool(bias), forward=forward, noise=noise, seed=seed,
+        batch_size=B, bias=bool(bias), forward=forward, noise=noise, seed=seed, errors=errors,
         unknowns=system.unknowns, equations=system.equations, rank=system.rank, unique=system.unique,
         knowns=list(system.knowns), mse=mse, s_min=system.s_min, s_max=system.s_max,
     )
