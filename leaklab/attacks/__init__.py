@@ -6,6 +6,7 @@ from . import optimization as _optimization  # noqa: F401  (registers dlg, idlg,
 from .labels import recover_labels
 from .optimization import dlg, idlg, ig, lbfgs
 from .run import ReconstructionRun, photographs, run_reconstruction
+from . import spn as _spn  # noqa: F401,E402  (registers spn_static, spn_adaptive, spn_oracle)
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
 __all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "recover_labels", "run_reconstruction"]

@@ -31,6 +31,7 @@ from .base import (Defense, NoDefense, as_defense, describe_defenses, list_defen
 from .gradient import ACCOUNTANTS, DPSGD, GaussianNoise, Prune, Sign
 from .perturb import Perturb
 from .vib import VIB, VIBModel
+from .spn import SPN, SPNModel  # noqa: F401  (registers "spn")
 
 __all__ = ["ACCOUNTANTS", "DPSGD", "Defense", "GaussianNoise", "NoDefense", "Perturb", "Prune", "Sign",
            "VIB", "VIBModel", "as_defense", "describe_defenses", "list_defenses", "make_defense",
