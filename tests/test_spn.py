@@ -240,3 +240,67 @@ def test_static_objective_is_cross_entropy_on_the_task_head():
     static = objective_of(m, static=True)(params, x, y)
     assert float(static) == pytest.approx(float(F.cross_entropy(m.base(x), y)))
     assert float(objective_of(m)(params, x, y)) > float(static)       # the polarization term adds to it
+
+
+# -- the linear-system view ---------------------------------------------------------------------------
+
+def test_linear_systems_oracle_exact_static_wrong_task_head_untouched():
+    from leaklab.theory.spn import analyse_spn_layers
+
+    ds = load_dataset("digits")
+    m = make_defense("spn", alpha=1.0, bits=16).wrap(_lenet(seed=0), seed=1)
+    rows = {r["layer"]: r for r in analyse_spn_layers(m, ds.x[:1], ds.y[:1])}
+    assert list(rows) == ["features.0", "features.2", "features.4", "classifier"]
+    for r in rows.values():
+        assert r["unique"] and r["oracle_error"] < 1e-6          # the true errors give x back
+    # errors unknown: the first convolution (4 kernels) has fewer equations than unknowns and loses x;
+    # the layers above are still determined locally
+    first = rows["features.0"]
+    assert first["equations"] < first["bilinear_unknowns"] and first["x_free"] > 0
+    assert all(rows[k]["x_free"] == 0 for k in ("features.2", "features.4", "classifier"))
+    assert rows["features.0"]["static_error"] > 0.1 and rows["features.0"]["secret_share"] > 0.1
+    assert rows["classifier"]["secret_share"] == 0 and rows["classifier"]["static_error"] < 1e-6
+    # without the polarization term the static attacker's system is the true one
+    m0 = make_defense("spn", alpha=0.0, bits=16).wrap(_lenet(seed=0), seed=1)
+    assert all(r["static_error"] < 1e-6 for r in analyse_spn_layers(m0, ds.x[:1], ds.y[:1]))
+
+
+def test_unknown_errors_lose_uniqueness_for_a_batch_at_the_first_convolution():
+    from leaklab.theory.spn import analyse_spn_layers
+
+    ds = load_dataset("digits")
+    m = make_defense("spn", alpha=1.0, bits=16).wrap(_lenet(seed=0, channels=12), seed=1)
+    (one,) = analyse_spn_layers(m, ds.x[:1], ds.y[:1], layers=["features.0"])
+    (two,) = analyse_spn_layers(m, ds.x[:2], ds.y[:2], layers=["features.0"])
+    assert one["x_free"] == 0 and one["unique"]                   # 12 kernels: determined for one record
+    assert two["x_free"] > 0 and two["bilinear_rank"] < two["bilinear_unknowns"]   # not for two
+    with pytest.raises(ValueError, match="layers"):
+        analyse_spn_layers(m, ds.x[:1], ds.y[:1], layers=["polar"])
+
+
+def test_bilinear_identifiability_on_known_cases():
+    from leaklab.theory.spn import bilinear_identifiability
+
+    gen = torch.Generator().manual_seed(0)
+    x, d = torch.randn(1, 6, generator=gen), torch.randn(1, 3, generator=gen)
+    with_bias, without = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3, bias=False)
+    assert bilinear_identifiability(with_bias, x, d)["x_free"] == 0     # db = delta fixes the scale
+    r = bilinear_identifiability(without, x, d)                          # (c x, delta / c): one free scale
+    assert r["x_free"] == 1 and r["rank"] == r["unknowns"] - 1
+    with pytest.raises(TypeError, match="module"):
+        bilinear_identifiability(torch.nn.ReLU(), x, d)
+
+
+def test_fc_first_layer_with_bias_leaks_whatever_the_secret():
+    from leaklab.attacks import fc_input_from_gradients
+    from leaklab.theory.spn import analyse_spn_layers
+
+    ds = load_dataset("digits")
+    base = leaklab.build_model("mlp", (1, 8, 8), 10, hidden=(32,), seed=0)
+    m = make_defense("spn", alpha=1.0, bits=16).wrap(base, seed=1)
+    x, y = ds.x[:1], ds.y[:1]
+    g = release(m, x[None], y[None])
+    x_hat = fc_input_from_gradients(g["base.net.1.weight"][0], g["base.net.1.bias"][0])
+    assert torch.allclose(x_hat, x.flatten(), atol=1e-4)
+    first = analyse_spn_layers(m, x, y, layers=["net.1"])[0]
+    assert first["static_error"] > 0.1                       # the static system is wrong, the ratio is not
