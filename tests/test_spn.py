@@ -221,7 +221,7 @@ def test_oracle_recovers_what_the_static_attack_cannot(one_thread):
         assert torch.isfinite(ps).all() and (ps < 200).all()
 
 
-def test_adaptive_attack_runs_and_reports_its_unknowns():
+def test_adaptive_attack_runs_and_reports_its_unknowns(one_thread):
     clients, params, grads, xs, ys, _ = _release(1.0, seed=1, trials=1)
     out = spn_adaptive(clients[0], params, grads, input_shape=(1, 8, 8), num_classes=10, batch_size=1,
                        progress=False, iters=5, method="ig")
@@ -244,7 +244,7 @@ def test_static_objective_is_cross_entropy_on_the_task_head():
 
 # -- the linear-system view ---------------------------------------------------------------------------
 
-def test_linear_systems_oracle_exact_static_wrong_task_head_untouched():
+def test_linear_systems_oracle_exact_static_wrong_task_head_untouched(one_thread):
     from leaklab.theory.spn import analyse_spn_layers
 
     ds = load_dataset("digits")
@@ -265,7 +265,7 @@ def test_linear_systems_oracle_exact_static_wrong_task_head_untouched():
     assert all(r["static_error"] < 1e-6 for r in analyse_spn_layers(m0, ds.x[:1], ds.y[:1]))
 
 
-def test_unknown_errors_lose_uniqueness_for_a_batch_at_the_first_convolution():
+def test_unknown_errors_lose_uniqueness_for_a_batch_at_the_first_convolution(one_thread):
     from leaklab.theory.spn import analyse_spn_layers
 
     ds = load_dataset("digits")
@@ -291,7 +291,7 @@ def test_bilinear_identifiability_on_known_cases():
         bilinear_identifiability(torch.nn.ReLU(), x, d)
 
 
-def test_fc_first_layer_with_bias_leaks_whatever_the_secret():
+def test_fc_first_layer_with_bias_leaks_whatever_the_secret(one_thread):
     from leaklab.attacks import fc_input_from_gradients
     from leaklab.theory.spn import analyse_spn_layers
 
