@@ -7,6 +7,7 @@ from .labels import recover_labels
 from .optimization import dlg, idlg, ig, lbfgs
 from .run import ReconstructionRun, photographs, run_reconstruction
 from .byo import reconstruct
+from . import spn as _spn  # noqa: F401,E402  (registers spn_static, spn_adaptive, spn_oracle)
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
 __all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "reconstruct", "recover_labels", "run_reconstruction"]

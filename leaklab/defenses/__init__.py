@@ -1,6 +1,6 @@
 """Defenses: what a client does to its gradient (or its model) before the server sees it.
 
-Six defenses, each registered by name and spelled ``NAME[:KEY=VALUE,...]`` on the
+Seven defenses, each registered by name and spelled ``NAME[:KEY=VALUE,...]`` on the
 command line:
 
 =========  ===========  =================================================================
@@ -12,6 +12,7 @@ noise      batch        add Gaussian noise (``std``, or ``rel`` to the gradient'
 dp         sample       DP-SGD: clip each record to ``clip``, sum, add noise ``noise*clip``, / B
 perturb    batch        fool a surrogate inference classifier within ``budget * |g|``
 vib        model        a variational information bottleneck before the last layer
+spn        model        a secret polarization head and class codes (CE + alpha * L_pol)
 =========  ===========  =================================================================
 
 Every defense is applied on the one release path (:func:`leaklab.release.release`),
@@ -31,6 +32,7 @@ from .base import (Defense, NoDefense, as_defense, describe_defenses, list_defen
 from .gradient import ACCOUNTANTS, DPSGD, GaussianNoise, Prune, Sign
 from .perturb import Perturb
 from .vib import VIB, VIBModel
+from .spn import SPN, SPNModel  # noqa: F401  (registers "spn")
 
 __all__ = ["ACCOUNTANTS", "DPSGD", "Defense", "GaussianNoise", "NoDefense", "Perturb", "Prune", "Sign",
            "VIB", "VIBModel", "as_defense", "describe_defenses", "list_defenses", "make_defense",
