@@ -97,5 +97,5 @@ def test_cli_bad_defense_spec_is_one_line(capsys, spec, words):
 def test_cli_defenses_list(capsys):
     assert main(["defenses", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["defenses"]
-    assert {r["name"] for r in rows} == {"none", "prune", "sign", "noise", "dp", "perturb", "vib"}
+    assert {r["name"] for r in rows} == {"none", "prune", "sign", "noise", "dp", "perturb", "vib", "spn"}
     assert all(r["adaptive"] for r in rows)
