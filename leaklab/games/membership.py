@@ -34,7 +34,8 @@ Adversaries (the default is the strongest for what is observed):
     label is compared with its distribution under shadow models that trained on
     it (``IN``, online only) and that did not (``OUT``), each a Gaussian. Online:
     ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)``, with shadows
-    trained on random halves of the candidates. Offline: shadows trained on
+    trained on random halves of the candidates, in pairs (a half and its complement) so
+    that every candidate is IN for half of them. Offline: shadows trained on
     auxiliary data only, and the one-sided score ``(phi - mu_out) / s_out``. With
     few shadows the variances are pooled over candidates (``fixed_variance``), as
     the paper recommends for small numbers of shadow models.
@@ -375,10 +376,11 @@ class LiRAAdversary(_MembershipAdversary):
         cand = kn.candidates
         gen = torch.Generator().manual_seed(seed)
         if self.online:
-            # each shadow trains on a random half of the candidates; record i is IN for about S/2 shadows
+            # shadows in pairs: a random half of the candidates and its complement, so that every
+            # candidate is IN for exactly half of the shadows (S even) and OUT for the rest
             N = len(cand)
-            order = torch.argsort(torch.rand(S, N, generator=gen), 1)
-            members = order[:, :m]
+            order = torch.argsort(torch.rand((S + 1) // 2, N, generator=gen), 1)
+            members = torch.stack([order[:, :m], order[:, N - m:]], 1).reshape(-1, m)[:S]
             self.inside = torch.zeros(S, N, dtype=torch.bool).scatter_(1, members, True)
             data = cand
         else:
