@@ -45,3 +45,20 @@ def test_tracing_record_and_errors(digits):
         play_tracing(digits, clients=1, progress=False)
     with pytest.raises(ValueError, match="unknown tracing adversary"):
         play_tracing(digits, adversary="lira", progress=False)
+
+
+def test_cli_tracing_and_membership(capsys):
+    import json
+
+    from leaklab.cli import main
+
+    assert main(["game", "tracing", "--dataset", "digits", "--clients", "4", "--trials", "40", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["clients"] == 4 and out["chance"] == 0.25 and out["results"][0]["accuracy"] > 0.5
+    assert main(["game", "membership", "--dataset", "digits", "--trials", "40", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["observe"] == "release" and out["adversary"] == "alignment"
+    assert main(["game", "membership", "--dataset", "digits", "--clients", "3"]) == 2
+    assert "--clients belongs to the tracing game" in capsys.readouterr().err
+    assert main(["game", "tracing", "--dataset", "digits", "--adversary", "lira"]) == 2
+    assert "does not play the tracing game" in capsys.readouterr().err
