@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Record", "write_records", "read_records", "completed", "timed"]
+__all__ = ["Record", "write_records", "read_records", "completed", "timed", "resume_records"]
 
 
 def _version() -> str:
@@ -74,13 +74,58 @@ class Record:
 
 
 def write_records(path: str | os.PathLike, records: Iterable[Record]) -> Path:
-    """Append ``records`` to the JSON-lines file at ``path`` (created with its folder if needed)."""
+    """Append ``records`` to the JSON-lines file at ``path`` (created with its folder if needed).
+
+    Each record is written as one whole line and flushed to disk before the next,
+    so that a kill leaves at most the last line torn (see :func:`resume_records`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for r in records:
             f.write(r.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
     return path
+
+
+def resume_records(path: str | os.PathLike) -> list[Record]:
+    """The records of a JSON-lines file about to be appended to, after cutting off a torn last line.
+
+    A sweep killed while writing leaves a last line without its newline (or one that
+    is not a whole record): that line is removed from the file, so that the next
+    append starts on a fresh line, and the record is measured again. A bad line
+    anywhere else is an error (the file is not a sweep's). Duplicate records (same
+    :meth:`Record.key`) keep the first. A missing file holds no records.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    tail = lines.pop()                      # what follows the last newline ('' when the file ends cleanly)
+    keep = len(raw) - len(tail)
+    if lines and tail == b"":
+        try:
+            Record.from_dict(json.loads(lines[-1].decode("utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+            keep -= len(lines[-1]) + 1      # a whole but broken last line: also torn
+            lines.pop()
+    if keep != len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    out, seen = [], set()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = Record.from_dict(json.loads(line.decode("utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}, line {i}: not a leaklab record ({exc})") from None
+        if r.key() not in seen:
+            seen.add(r.key())
+            out.append(r)
+    return out
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:

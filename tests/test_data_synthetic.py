@@ -7,7 +7,7 @@ from leaklab.data import dataset_info, load_dataset, make_voices
 def test_voices_is_a_registered_sequence_dataset_with_its_games():
     info = dataset_info("voices")
     assert info.modality == "sequence" and info.embedded and info.has_users
-    assert set(info.games) == {"attribute", "property", "distribution", "user"}
+    assert set(info.games) == {"attribute", "property", "distribution", "user", "membership", "tracing"}
     ds = load_dataset("voices", n=300, seed=1)
     assert ds.x.shape == (300, *info.input_shape) and ds.x.dtype == torch.float32
     assert torch.isfinite(ds.x).all()

@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["leaklab", "leaklab.data", "leaklab.data.registry", "leaklab.models"]
+MODULES = ["leaklab", "leaklab.data", "leaklab.data.registry", "leaklab.models", "leaklab.metrics.privacy_loss",
+           "leaklab.tradeoff", "leaklab.games.tracing"]
 
 
 @pytest.mark.parametrize("name", MODULES)

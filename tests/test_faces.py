@@ -60,7 +60,7 @@ def test_celeba_is_registered_for_the_games():
     info = dataset_info("celeba")
     assert not info.embedded and info.modality == "image" and info.num_classes == 2
     assert info.input_shape == (3, 32, 32)
-    assert {"attribute", "property", "distribution", "reconstruction", "membership"} == set(info.games)
+    assert {"attribute", "property", "distribution", "reconstruction", "membership", "tracing"} == set(info.games)
     assert info.attributes["sex"] == ("female", "male")
     assert "celeba" in {i.name for i in list_datasets(game="attribute")}
 

@@ -8,11 +8,15 @@ from leaklab.games import (AttributeGame, identity, list_adversaries, list_games
 from leaklab.games.protocol import default_model
 
 FAST = dict(trials=160, progress=False, adversary_options=dict(shadow_trials=400, max_features=256))
-CASES = [(info.name, g) for info in list_datasets(embedded=True) for g in list_games() if g in info.games]
+#: the four games the shadow-gradient adversary plays (membership and tracing: tests/test_membership.py, test_tracing.py)
+SHADOW_GAMES = ("attribute", "property", "distribution", "user")
+CASES = [(info.name, g) for info in list_datasets(embedded=True) for g in list_games()
+         if g in info.games and g in SHADOW_GAMES]
 
 
 def test_every_inference_game_is_declared_somewhere_on_three_modalities():
     assert {g for _, g in CASES} == {"attribute", "property", "distribution", "user"}
+    assert {g for info in list_datasets(embedded=True) for g in info.games} >= {"membership", "tracing"}
     modalities = {load_dataset(d, n=50).modality for d, _ in CASES}
     assert modalities == {"tabular", "image", "sequence"}
 
@@ -111,12 +115,12 @@ def test_sweep_gives_one_record_per_setting_and_a_figure():
     (dict(game="user", dataset="diabetes"), "does not declare the user game; its games: attribute"),
     (dict(game="attribute", dataset="digits"), "does not declare the attribute game"),
     (dict(game="attribute", dataset="diabetes", attribute="height"), "choose from: age, sex"),
-    (dict(game="guess", dataset="diabetes"), "choose from: attribute, distribution, property, user"),
+    (dict(game="guess", dataset="diabetes"), "choose from: attribute, distribution, membership, property, tracing, user"),
     (dict(game="property", dataset="diabetes", adversary="informed"), "informed adversary plays only"),
     (dict(game="property", dataset="diabetes", adversary="phi"), "phi adversary plays only"),
     (dict(game="attribute", dataset="shapes", adversary="combined"), "combined adversary needs the feature"),
     (dict(game="attribute", dataset="shapes", adversary="informed"), "use adversary 'shadow'"),
-    (dict(game="attribute", dataset="diabetes", adversary="oracle"), "choose from: combined, informed, phi, shadow"),
+    (dict(game="attribute", dataset="diabetes", adversary="oracle"), "choose from: alignment, combined, informed, lira, lira-offline, loss, phi, shadow"),
     (dict(game="attribute", dataset="diabetes", batch_size=0), "batch_size must be >= 1"),
     (dict(game="attribute", dataset="diabetes", engine="gpu"), "choose from: batched, loop"),
     (dict(game="user", dataset="shapes", attribute="colour"), "takes no attribute"),
@@ -136,7 +140,7 @@ def test_a_defense_that_releases_nan_is_refused():
 
 
 def test_registries_list_the_adversaries():
-    assert list_adversaries() == ["combined", "informed", "phi", "shadow"]
+    assert list_adversaries() == ["alignment", "combined", "informed", "lira", "lira-offline", "loss", "phi", "shadow"]
 
 
 def test_secure_sum_over_clients_is_like_a_larger_batch():

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from .common import add_defense_arguments, check_out_dir, defense_json, int_list, positive_int, print_json
 
-GAME_NAMES = ("attribute", "property", "distribution", "user")
+GAME_NAMES = ("attribute", "property", "distribution", "user", "membership", "tracing")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "game", help="play an inference game (attribute, property, distribution, user)",
+        "game", help="play an inference game (attribute, property, distribution, user, membership, tracing)",
         description="Play an inference game against released gradients and report the adversary's "
                     "AUROC (with a 95%% confidence interval) and accuracy for each batch size and "
                     "number of observed rounds.")
@@ -21,11 +21,15 @@ def register(sub) -> None:
                    help="batch sizes, comma-separated (default 1)")
     p.add_argument("--rounds", type=int_list, default=[1], metavar="LIST",
                    help="numbers of observed rounds, comma-separated (default 1)")
-    p.add_argument("--adversary", choices=("informed", "combined", "phi", "shadow"), default="shadow",
+    p.add_argument("--adversary", choices=("informed", "combined", "phi", "shadow", "alignment", "loss", "lira",
+                                           "lira-offline"), default=None,
                    help="informed: knows the target's other features (attribute game, tabular data); "
                         "phi: those features alone, no gradient (the baseline); combined: informed "
                         "with the phi baseline as its prior; shadow: a classifier trained on "
-                        "simulated gradients (default)")
+                        "simulated gradients (default of the first four games); membership and tracing: "
+                        "alignment, loss, lira, lira-offline (default: the strongest for what is observed)")
+    from .membership import add_arguments
+    add_arguments(p)
     p.add_argument("--trials", type=positive_int, default=500, help="independent trials per setting (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
@@ -43,6 +47,10 @@ def cmd_game(args) -> int:
 
     if args.trials < 2:
         raise ValueError(f"--trials must be at least 2, got {args.trials}")
+    from .membership import cmd_membership_tracing
+    if args.game in ("membership", "tracing"):
+        return cmd_membership_tracing(args)
+    args.adversary = args.adversary or "shadow"
     device = get_device(args.device)
     info = dataset_info(args.dataset)
     # check everything before any data is loaded or downloaded

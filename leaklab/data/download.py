@@ -219,7 +219,7 @@ def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 @register_dataset(DatasetInfo(
     name="mnist", modality="image", task="handwritten digit 0-9", num_classes=10,
-    input_shape=(1, 28, 28), size=60000, embedded=False, games=("reconstruction", "membership"),
+    input_shape=(1, 28, 28), size=60000, embedded=False, games=("reconstruction", "membership", "tracing"),
     source="MNIST (LeCun et al., 1998), downloaded on first use",
     description="28x28 grey-level handwritten digits (training split), values in [0, 1].",
 ))
@@ -235,7 +235,7 @@ def _load_mnist(info, *, n=None, seed=0, root=None, download=True, files=MNIST_F
     name="cifar10", modality="image",
     task="object class (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck)",
     num_classes=10, input_shape=(3, 32, 32), size=50000, embedded=False,
-    games=("reconstruction", "membership"),
+    games=("reconstruction", "membership", "tracing"),
     source="CIFAR-10 (Krizhevsky, 2009), downloaded on first use",
     description="32x32 colour photographs (training split), values in [0, 1].",
 ))
@@ -250,7 +250,7 @@ def _adult_info(num_features: int) -> DatasetInfo:
     return DatasetInfo(
         name="adult", modality="tabular", task="income above 50K (0: no, 1: yes)", num_classes=2,
         input_shape=(num_features,), size=30162, embedded=False,
-        games=("attribute", "property", "distribution", "membership"),
+        games=("attribute", "property", "distribution", "membership", "tracing"),
         source="UCI Adult / Census Income (Kohavi, 1996), downloaded on first use",
         description="Census records with numeric and one-hot features. Sensitive attributes: "
                     "sex, race (White or not) and age (below or above the median).",

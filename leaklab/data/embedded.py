@@ -31,7 +31,7 @@ def _take(ds: Dataset, n: int | None, seed: int) -> Dataset:
         input_shape=(1, 8, 8),
         size=1797,
         embedded=True,
-        games=("reconstruction", "membership"),
+        games=("reconstruction", "membership", "tracing"),
         source="scikit-learn load_digits (UCI optical recognition of handwritten digits)",
         description="8x8 grey-level digits, pixel values scaled to [0, 1].",
     )
@@ -53,7 +53,7 @@ _DIABETES_INFO = DatasetInfo(
     input_shape=(10,),
     size=442,
     embedded=True,
-    games=("attribute", "property", "distribution", "membership"),
+    games=("attribute", "property", "distribution", "membership", "tracing"),
     source="scikit-learn load_diabetes (Efron et al., 2004)",
     description=(
         "442 patients, 10 standardised baseline features (age, sex, BMI, blood pressure, six "
@@ -104,7 +104,7 @@ def _load_diabetes(info: DatasetInfo, *, n: int | None = None, seed: int = 0) ->
         input_shape=(1, 25, 25),
         size=200,
         embedded=True,
-        games=("reconstruction", "membership"),
+        games=("reconstruction", "membership", "tracing"),
         source="scikit-image data.lfw_subset (Labeled Faces in the Wild, Huang et al., 2007)",
         description="100 grey-level 25x25 face crops and 100 non-face crops, values in [0, 1].",
     )
@@ -190,7 +190,7 @@ def _shapes_info(size: int, n: int) -> DatasetInfo:
         input_shape=(3, size, size),
         size=n,
         embedded=True,
-        games=("reconstruction", "attribute", "property", "distribution", "user", "membership"),
+        games=("reconstruction", "attribute", "property", "distribution", "user", "membership", "tracing"),
         source="leaklab procedural generator (leaklab.data.make_shapes)",
         description=(
             "Coloured shapes drawn by users with personal styles (background tint, position, "

@@ -184,7 +184,7 @@ def _celeba_info(size: int, n: int) -> DatasetInfo:
     return DatasetInfo(
         name="celeba", modality="image", task="smiling (0: no, 1: yes)", num_classes=2,
         input_shape=(3, size, size), size=n, embedded=False,
-        games=("reconstruction", "attribute", "property", "distribution", "membership"),
+        games=("reconstruction", "attribute", "property", "distribution", "membership", "tracing"),
         source="CelebA (Liu et al., 2015), aligned faces downloaded from Google Drive on first use",
         description="Colour photographs of celebrities' faces (a random subset of the 202,599 "
                     "aligned 178x218 images), cropped to a square and resized, values in [0, 1]. "

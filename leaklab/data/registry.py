@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 #: The experiments a dataset can declare that it supports.
-GAMES = ("reconstruction", "attribute", "property", "distribution", "user", "membership")
+GAMES = ("reconstruction", "attribute", "property", "distribution", "user", "membership", "tracing")
 MODALITIES = ("image", "tabular", "sequence")
 
 

@@ -97,7 +97,7 @@ def _voices_info(frames: int, bands: int, n: int) -> DatasetInfo:
         input_shape=(frames, bands),
         size=n,
         embedded=True,
-        games=("attribute", "property", "distribution", "user"),
+        games=("attribute", "property", "distribution", "user", "membership", "tracing"),
         source="leaklab procedural generator (leaklab.data.make_voices)",
         description=(
             "Speech-like utterances: frames of log band-energies of one of four words, spoken "

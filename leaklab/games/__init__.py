@@ -14,6 +14,9 @@ from .adversaries import (Adversary, CombinedAdversary, InformedAttributeAdversa
                           ShadowAdversary, list_adversaries,
                           make_adversary, register_adversary)
 from .sweep import plot_sweep, sweep
+from .membership import (AlignmentAdversary, LiRAAdversary, LossAdversary, MembershipGame, MembershipResult,
+                         play_membership, train_stacked)
+from .tracing import TracingGame, play_tracing
 
 __all__ = [
     "Adversary", "AttributeGame", "CombinedAdversary", "Defense", "DistributionGame", "ENGINES", "Game", "GameResult",
@@ -21,4 +24,6 @@ __all__ = [
     "Trials", "UserGame", "default_model", "identity", "list_adversaries", "list_games",
     "make_adversary", "make_game", "play", "plot_sweep", "register_adversary", "register_game",
     "release_gradients", "secure_release", "sweep",
+    "AlignmentAdversary", "LiRAAdversary", "LossAdversary", "MembershipGame", "MembershipResult",
+    "TracingGame", "play_membership", "play_tracing", "train_stacked",
 ]

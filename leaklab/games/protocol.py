@@ -344,6 +344,18 @@ def _phi_baseline(knowledge: Knowledge, phi_x: torch.Tensor | None,
     return np.asarray(s.detach().cpu().double())
 
 
+def _own_play(game):
+    """The play function of a game that is not played round by round here (membership, tracing), or None."""
+    name = game.name if isinstance(game, Game) else game
+    if name == "membership":
+        from .membership import play_membership
+        return play_membership
+    if name == "tracing":
+        from .tracing import play_tracing
+        return play_tracing
+    return None
+
+
 def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
          attribute: str | None = None, batch_size: int = 1, rounds: int = 1, trials: int = 256,
          defense: Defense | None = None, adaptive: bool = False, model: nn.Module | None = None,
@@ -397,6 +409,13 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
 
     from .adversaries import make_adversary
 
+    own = _own_play(game)
+    if own is not None:      # membership and tracing are played by their own modules
+        return own(dataset, adversary=adversary, attribute=attribute, batch_size=batch_size, rounds=rounds,
+                   trials=trials, defense=defense, adaptive=adaptive, model=model, warmup_steps=warmup_steps,
+                   lr=lr, aux_fraction=aux_fraction, clients=clients, adversary_options=adversary_options,
+                   engine=engine, device=device, seed=seed, progress=progress,
+                   steps_per_round=steps_per_round, **dict(game_options or {}))
     t0 = time.perf_counter()
     dev = get_device(device)
     check_positive_int("batch_size", batch_size)

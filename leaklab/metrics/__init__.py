@@ -6,6 +6,6 @@ __all__: list[str] = []
 __all__ += ["ImageScores", "label_accuracy", "match", "mse", "psnr", "score_images", "ssim"]
 
 from .classification import (InferenceScore, accuracy, advantage, auroc, auroc_ci, score_guesses,
-                             tpr_at_fpr)
+                             tpr_at_fpr, tpr_at_fprs)
 
-__all__ += ["InferenceScore", "accuracy", "advantage", "auroc", "auroc_ci", "score_guesses", "tpr_at_fpr"]
+__all__ += ["InferenceScore", "accuracy", "advantage", "auroc", "auroc_ci", "score_guesses", "tpr_at_fpr", "tpr_at_fprs"]

@@ -22,7 +22,7 @@ from .._checks import check_choice, check_fraction, check_positive_int
 from ._roc import norm_ppf, rankdata, roc_auc_score, roc_curve
 
 __all__ = ["InferenceScore", "auroc", "auroc_ci", "accuracy", "advantage", "tpr_at_fpr",
-           "score_guesses"]
+           "score_guesses", "tpr_at_fprs"]
 
 
 def _as_numpy(name: str, value) -> np.ndarray:
@@ -226,3 +226,30 @@ def score_guesses(labels, scores, *, level: float = 0.95, seed: int = 0) -> Infe
         trials=int(y.shape[0]),
         level=level,
     )
+
+
+def tpr_at_fprs(labels, scores, *, fprs=(0.01, 0.001)) -> dict[float, float]:
+    """The true-positive rate at each false-positive rate in ``fprs`` (two secret values).
+
+    The rate at a false-positive rate ``f`` is the largest TPR among thresholds whose
+    FPR is at most ``f`` (0 when none is). With ``n0`` negatives, an FPR below
+    ``1 / n0`` allows no false positive at all: the number then says only whether
+    some members score above every non-member.
+
+    >>> import numpy as np
+    >>> tpr_at_fprs(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.9, 0.25]), fprs=(0.01, 0.5))
+    {0.01: 0.5, 0.5: 1.0}
+    """
+    y, s = _check(labels, scores)
+    y, s = _binary(y, s)
+    if s.ndim != 1:
+        raise ValueError("tpr_at_fprs needs two secret values (scores of shape (T,) or (T, 2))")
+    if isinstance(fprs, (int, float)):
+        fprs = (fprs,)
+    f, t, _ = roc_curve(y, s)
+    out = {}
+    for q in fprs:
+        check_fraction("fprs", q)
+        ok = f <= q
+        out[q] = float(t[ok].max()) if ok.any() else 0.0
+    return out

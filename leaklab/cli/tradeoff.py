@@ -1,0 +1,106 @@
+"""``leaklab tradeoff --dataset NAME --defense SPEC[;SPEC...] --attack A[,A...] --out DIR``: the trade-off sweep."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import positive_int, print_json
+
+
+def _attacks(text: str) -> list[str]:
+    import argparse
+
+    from ..metrics.privacy_loss import ATTACKS
+
+    vals = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [v for v in vals if v not in ATTACKS]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"expected attacks among {', '.join(ATTACKS)} (comma-separated), "
+                                         f"got {text!r}")
+    return vals
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tradeoff", help="sweep defenses' strength: test accuracy against privacy loss",
+        description="Train a model federatedly under each defense at each strength, attack its releases "
+                    "(reconstruction, membership, tracing), and write one JSON-lines record per "
+                    "(defense, strength, attack, seed) to DIR/tradeoff.jsonl. Resumable: run it again "
+                    "with the same options and it continues where it stopped. Draws DIR/tradeoff.png and "
+                    "prints each defense's best accuracy at equal privacy loss.")
+    p.add_argument("--dataset", required=True, help="a dataset name (see 'leaklab data list')")
+    p.add_argument("--defense", required=True, metavar="SPEC[;SPEC...]",
+                   help="defenses to sweep: NAME (its default grid) or NAME:KEY=V1/V2/V3[,OTHER=X], "
+                        "separated by ';' (e.g. 'dp;prune:ratio=0.5/0.9;sign')")
+    p.add_argument("--attack", type=_attacks, default=["reconstruction", "membership", "tracing"],
+                   metavar="LIST", help="reconstruction,membership,tracing (default: all three)")
+    p.add_argument("--adaptive", action="store_true", help="the adversary knows and simulates the defense")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per point (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of tradeoff.jsonl and tradeoff.png")
+    p.add_argument("--levels", default="0.1,0.25,0.5,0.75", metavar="LIST",
+                   help="privacy-loss levels of the comparison (default 0.1,0.25,0.5,0.75)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=cmd_tradeoff)
+
+
+def cmd_tradeoff(args) -> int:
+    import matplotlib
+
+    from ..data import dataset_info
+    from ..runtime import get_device
+    from ..tradeoff import (RECORDS_FILE, compare_at_equal_loss, expand_defenses, json_key, plot_tradeoff,
+                            sweep_tradeoff)
+
+    try:
+        levels = [float(t) for t in args.levels.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--levels must be comma-separated numbers in [0, 1], got {args.levels!r}") from None
+    if not levels or any(not 0 <= v <= 1 for v in levels):
+        raise ValueError(f"--levels must be comma-separated numbers in [0, 1], got {args.levels!r}")
+    info = dataset_info(args.dataset)
+    if "reconstruction" in args.attack and info.modality != "image":
+        raise ValueError(f"--attack reconstruction needs images; dataset {info.name!r} holds {info.modality} "
+                         "records (use --attack membership,tracing)")
+    expand_defenses(args.defense)                          # check the specs before any work
+    device = get_device(args.device)
+    records = sweep_tradeoff(args.dataset, args.defense, attacks=args.attack, adaptive=args.adaptive,
+                             seeds=args.seeds, out=args.out, device=device, progress=args.progress)
+    wanted = {json_key(d.config()) for _, _, _, d in expand_defenses(args.defense)}
+    records = [r for r in records if json_key(r.config["defense"]) in wanted and r.config["attack"] in args.attack
+               and r.config["adaptive"] == args.adaptive and r.seed < args.seeds and r.config["dataset"] == info.name]
+    rows = compare_at_equal_loss(records, levels=levels)
+    matplotlib.use("Agg")
+    fig = plot_tradeoff(records)
+    png = Path(args.out) / "tradeoff.png"
+    fig.savefig(png, dpi=120)
+    files = [str(Path(args.out) / RECORDS_FILE), str(png)]
+    if args.json:
+        print_json({"dataset": info.name, "defense": args.defense, "attacks": args.attack,
+                    "adaptive": args.adaptive, "seeds": args.seeds, "records": len(records),
+                    "points": [{"defense": r.config["defense"], "attack": r.config["attack"], "seed": r.seed,
+                                "accuracy": r.numbers["accuracy"], "privacy_loss": r.numbers["privacy_loss"],
+                                "epsilon": r.numbers.get("epsilon")} for r in records],
+                    "comparison": rows, "files": files})
+        return 0
+    print(f"trade-off on {info.name}: {len(records)} records, {args.seeds} seed(s), "
+          f"{'adaptive' if args.adaptive else 'static'} adversary")
+    print(f"{'attack':<15} {'defense':<8} {'strength':>10} {'privacy loss':>12} {'accuracy':>8}  epsilon")
+    for r in sorted(records, key=lambda r: (r.config["attack"], r.config["family"], r.numbers["privacy_loss"])):
+        eps = r.numbers.get("epsilon")
+        e = "" if eps is None else (f"{eps}" if isinstance(eps, str) else f"{eps:.3g} ({r.numbers['accountant']})")
+        strength = "" if r.config["strength"] is None else f"{r.config['strength_key']}={r.config['strength']:g}"
+        print(f"{r.config['attack']:<15} {r.config['family']:<8} {strength:>10} {r.numbers['privacy_loss']:>12.3f} "
+              f"{r.numbers['accuracy']:>8.3f}  {e}  seed {r.seed}")
+    print("\nbest accuracy at equal privacy loss (95% CI across seeds):")
+    for row in rows:
+        if row["accuracy"] is None:
+            val = "unreachable"
+        elif row["ci"] is None:
+            val = f"{row['accuracy']:.3f}"
+        else:
+            val = f"{row['accuracy']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+        print(f"  {row['attack']:<15} loss <= {row['privacy_loss']:<5g} {row['defense']:<8} {val}")
+    for f in files:
+        print(f"wrote {f}")
+    return 0

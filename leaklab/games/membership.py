@@ -1,0 +1,599 @@
+"""Membership inference as a game: was a target record used?
+
+The challenger draws, for every trial, a target record from its pool and a fair
+coin ``a``: with ``a = 1`` the target is used, with ``a = 0`` it is not. Two things
+can be released, and the adversary sees one of them:
+
+* ``observe="release"`` (the server's view in FedSGD) — a batch of ``B`` records,
+  with the target in it when ``a = 1`` and ``B`` other records otherwise, goes
+  through one step of the release path (:func:`leaklab.games.protocol.secure_release`,
+  the defense ``M`` included). The white-box server knows the candidate record and
+  the model.
+* ``observe="model"`` (anyone who queries the trained model) — a model is trained
+  on a set of ``m`` records drawn from the pool; the trials are ``2m`` candidates,
+  half of them in that set. The training recipe (architecture, steps, learning
+  rate, defense) is known to the adversary.
+
+Adversaries (the default is the strongest for what is observed):
+
+``alignment`` (release)
+    The cosine between the candidate's own gradient and the release: the statistic
+    CANIFE uses to measure a canary's influence on an update (Maddock et al.,
+    2023). A member's gradient is a summand of the release, so it aligns with it.
+    The score is centred midway between the median cosines of members and
+    non-members in games the adversary simulates on its auxiliary records, so
+    that a score above 0 guesses "member".
+``loss`` (model)
+    The loss threshold of Yeom et al. (2018): members have lower loss. The score is
+    ``-loss`` centred on the median over auxiliary (non-member) records.
+``lira`` and ``lira-offline`` (model)
+    The likelihood-ratio attack of Carlini et al. (2022), as we read it (see
+    PAPERS.md). Shadow models are trained with the same recipe, all together in one
+    ``torch.func.vmap`` over stacked parameters (:func:`train_stacked`). For each
+    candidate, the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of its
+    label is compared with its distribution under shadow models that trained on
+    it (``IN``, online only) and that did not (``OUT``), each a Gaussian. Online:
+    ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)``, with shadows
+    trained on random halves of the candidates, in pairs (a half and its complement) so
+    that every candidate is IN for half of them. Offline: shadows trained on
+    auxiliary data only, and the one-sided score ``(phi - mu_out) / s_out``. With
+    few shadows the variances are pooled over candidates (``fixed_variance``), as
+    the paper recommends for small numbers of shadow models.
+
+>>> from leaklab.games import play
+>>> r = play("membership", "digits", batch_size=1, trials=64, game_options={"observe": "release"},
+...          progress=False)
+>>> r.score().auroc > 0.9
+True
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .._checks import check_choice, check_fraction, check_positive_int
+from ..data import Dataset, load_dataset
+from ..fl import flatten
+from ..metrics.classification import tpr_at_fprs
+from ..release import objective_of, shared_names
+from ..results import Record
+from ..runtime import get_device
+from .adversaries import Adversary, make_adversary, register_adversary
+from .games import Game, Trials, register_game
+from .protocol import GameResult, Knowledge, Observation, as_game_defense, default_model, secure_release
+
+__all__ = ["MembershipGame", "MembershipResult", "AlignmentAdversary", "LossAdversary", "LiRAAdversary",
+           "train_stacked", "stacked_init", "play_membership", "OBSERVE", "DEFAULT_ADVERSARY"]
+
+OBSERVE = ("release", "model")
+#: The strongest adversary for what it observes.
+DEFAULT_ADVERSARY = {"release": "alignment", "model": "lira"}
+_ADVERSARY_OBSERVES = {"alignment": "release", "loss": "model", "lira": "model", "lira-offline": "model"}
+
+
+def _other_records(n: int, target: torch.Tensor, shape: tuple[int, ...], generator) -> torch.Tensor:
+    """Random indices in ``[0, n)`` of shape ``shape`` (T, ...) that never equal ``target[t]``."""
+    T = target.shape[0]
+    r = torch.randint(n - 1, shape, generator=generator)
+    t = target.reshape(T, *[1] * (len(shape) - 1))
+    return r + (r >= t).long()            # skip the target's own index
+
+
+@register_game("membership")
+class MembershipGame(Game):
+    """Membership inference: whether a target record was used (in the batch, or in the training set)."""
+
+    needs_attribute = False
+
+    def secret_names(self, data):
+        return ("non-member", "member")
+
+    def describe(self):
+        return "whether a target record was used"
+
+    def draw_trials(self, data, trials, generator):
+        if len(data) < 2:
+            raise ValueError(f"the membership game needs at least 2 records, dataset {data.name!r} has {len(data)}")
+        secret = torch.randint(2, (trials,), generator=generator)
+        target = torch.randint(len(data), (trials,), generator=generator)
+        return Trials(secret, target)
+
+    def draw_batches(self, data, trials, batch_size, generator):
+        T = trials.secret.shape[0]
+        batch = _other_records(len(data), trials.target, (T, batch_size), generator)
+        member = trials.secret == 1
+        batch[member, 0] = trials.target[member]
+        return batch
+
+
+# -- models trained together -------------------------------------------------------------------
+
+def stacked_init(model: nn.Module, count: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``count`` fresh initialisations of ``model``'s architecture, stacked: ``(count, *shape)`` per parameter.
+
+    Each copy is re-initialised with ``reset_parameters`` under its own seed.
+    """
+    check_positive_int("count", count)
+    out: dict[str, list[torch.Tensor]] = {}
+    for i in range(count):
+        m = copy.deepcopy(model)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 100003 + i)
+            for mod in m.modules():
+                if callable(getattr(mod, "reset_parameters", None)):
+                    mod.reset_parameters()
+        for k, v in m.named_parameters():
+            out.setdefault(k, []).append(v.detach())
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, steps: int, lr: float = 0.1,
+                  batch_size: int = 32, momentum: float = 0.9, seed: int = 0, params=None,
+                  engine: str = "batched", device=None, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Train ``S`` models of ``model``'s architecture, model ``s`` on the records ``data[members[s]]``.
+
+    ``members`` is ``(S, m)``: each model's training set (indices into ``data``).
+    Every model runs ``steps`` SGD steps (momentum ``momentum``) on mini-batches of
+    ``batch_size`` drawn with replacement from its own set. ``engine="batched"``
+    trains all of them in one ``torch.func.vmap`` per step over stacked
+    parameters; ``engine="loop"`` trains them one after another with the same
+    draws (the oracle and the benchmark's baseline). Returns the stacked trained
+    parameters ``(S, *shape)``.
+    """
+    from tqdm.auto import trange
+
+    check_choice("engine", engine, ("batched", "loop"))
+    check_positive_int("steps", steps, minimum=0)
+    check_positive_int("batch_size", batch_size)
+    if not isinstance(members, torch.Tensor) or members.ndim != 2 or members.dtype != torch.long:
+        raise ValueError(f"members must be a (S, m) tensor of record indices, got "
+                         f"{type(members).__name__} {tuple(getattr(members, 'shape', ()))}")
+    if members.numel() and (int(members.min()) < 0 or int(members.max()) >= len(data)):
+        raise ValueError(f"members must index records in [0, {len(data) - 1}]")
+    dev = get_device(device)
+    S, m = members.shape
+    params = stacked_init(model, S, seed=seed) if params is None else {k: v.clone() for k, v in params.items()}
+    params = {k: v.to(dev) for k, v in params.items()}
+    x, y = data.x.to(dev), data.y.to(dev)
+    members = members.to(dev)
+    loss = objective_of(model)
+    gen = torch.Generator().manual_seed(seed)
+    # every draw made up front, so that both engines see the same batches
+    pos = torch.randint(m, (steps, S, batch_size), generator=gen).to(dev)
+    buf = {k: torch.zeros_like(v) for k, v in params.items()}
+    if engine == "batched":
+        g = vmap(grad(loss), in_dims=(0, 0, 0))
+        for s in trange(steps, desc="train models", disable=not progress, leave=False):
+            idx = torch.gather(members, 1, pos[s])
+            gr = g(params, x[idx], y[idx])
+            for k in params:
+                buf[k] = momentum * buf[k] + gr[k]
+                params[k] = params[k] - lr * buf[k]
+        return params
+    g1 = grad(loss)
+    out = {k: [] for k in params}
+    for i in trange(S, desc="train models", disable=not progress, leave=False):
+        p = {k: v[i] for k, v in params.items()}
+        b = {k: torch.zeros_like(v) for k, v in p.items()}
+        for s in range(steps):
+            idx = members[i][pos[s, i]]
+            gr = g1(p, x[idx], y[idx])
+            for k in p:
+                b[k] = momentum * b[k] + gr[k]
+                p[k] = p[k] - lr * b[k]
+        for k in p:
+            out[k].append(p[k])
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _confidence(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                *, chunk: int = 4096) -> torch.Tensor:
+    """LiRA's logit-scaled confidence ``log p_y - log(1 - p_y)`` of ``S`` stacked models on ``N`` records: ``(S, N)``."""
+    def one(p, xb):
+        return functional_call(model, p, (xb,))
+    outs = []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            logits = vmap(one, in_dims=(0, None))(params, x[s:s + chunk]).double()   # (S, n, C)
+            yb = y[s:s + chunk]
+            correct = logits.gather(2, yb[None, :, None].expand(logits.shape[0], -1, 1)).squeeze(2)
+            others = logits.scatter(2, yb[None, :, None].expand(logits.shape[0], -1, 1), -math.inf)
+            outs.append(correct - torch.logsumexp(others, 2))
+    return torch.cat(outs, 1)
+
+
+def _losses(model: nn.Module, params: dict[str, torch.Tensor], x, y) -> torch.Tensor:
+    with torch.no_grad():
+        logits = functional_call(model, params, (x,))
+        return F.cross_entropy(logits.double(), y, reduction="none")
+
+
+# -- knowledge and results ----------------------------------------------------------------------
+
+@dataclass
+class MembershipKnowledge(Knowledge):
+    """What the membership adversary knows besides :class:`Knowledge`.
+
+    ``observe`` says what is released; for ``observe="model"``: the candidates
+    (``candidates``, the records whose membership is asked), the training set size
+    ``train_size`` and recipe ``recipe`` (steps, lr, batch size, momentum).
+    """
+
+    observe: str = "release"
+    candidates: Dataset | None = None
+    train_size: int = 0
+    recipe: dict = field(default_factory=dict)
+
+
+class MembershipResult(GameResult):
+    """A :class:`GameResult` whose record adds the true-positive rates at 1% and 0.1% false positives.
+
+    At 0.1% FPR the rate is meaningful only with well over 1000 non-member trials.
+    """
+
+    def tpr(self, fpr: float, rounds: int | None = None) -> float:
+        return tpr_at_fprs(self.secret, self.scores(rounds), fprs=(fpr,))[fpr]
+
+    def record(self, rounds=None) -> Record:
+        rec = super().record(rounds)
+        t = tpr_at_fprs(self.secret, self.scores(rounds), fprs=(0.01, 0.001))
+        rec.numbers["tpr_at_1pct_fpr"] = t[0.01]
+        rec.numbers["tpr_at_0.1pct_fpr"] = t[0.001]
+        return rec
+
+
+# -- adversaries ------------------------------------------------------------------------------------
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
+
+
+class _MembershipAdversary(Adversary):
+    observes = "release"
+
+    def check(self, game, info):
+        if game.name not in self.games:
+            raise ValueError(f"the {self.name} adversary plays the {' and '.join(self.games)} game(s), "
+                             f"not {game.name!r}")
+
+
+@register_adversary("alignment")
+class AlignmentAdversary(_MembershipAdversary):
+    """The cosine between the candidate record's gradient and each release (membership or tracing).
+
+    The candidate's gradient is computed at the observed parameters with the model's
+    loss; an adaptive adversary passes it through ``M`` as well (and so clips it
+    under DP-SGD, signs it under signSGD, prunes it...). For membership the score is
+    centred midway between the median cosines of simulated members and non-members:
+    the adversary plays ``reference`` trials of the game on its auxiliary records. For tracing it returns one cosine per client.
+    """
+
+    games = ("membership", "tracing")
+    observes = "release"
+
+    def __init__(self, *, reference: int = 256):
+        self.reference = check_positive_int("reference", reference)
+
+    def _candidate(self, obs):
+        kn = self.knowledge
+        if obs.phi_x is None:
+            raise ValueError("the alignment adversary needs the candidate record (phi_x, phi_y)")
+        return _flat64(kn.gradients(obs.phi_x[:, None], obs.phi_y[:, None], obs.params,
+                                    generator=self.generator))
+
+    def score(self, obs):
+        kn = self.knowledge
+        gc = self._candidate(obs)                                   # (T, P)
+        if kn.game.name == "tracing":                               # releases (T, n, ...): one cosine per client
+            return _cosine(gc[:, None, :], _flat64(obs.gradients, batch_dims=2)).cpu()
+        s = _cosine(gc, _flat64(obs.gradients))
+        return (s - self._threshold(obs)).cpu()
+
+    def _threshold(self, obs) -> torch.Tensor:
+        """Midway between the median cosines of simulated members and non-members (auxiliary records)."""
+        kn = self.knowledge
+        aux = kn.auxiliary
+        tr = kn.game.draw_trials(aux, self.reference, self.generator)
+        idx = kn.game.draw_batches(aux, tr, kn.batch_size, self.generator)
+        rel = _flat64(kn.release(aux, idx, obs.params, self.generator))
+        x, y = aux.x[tr.target].to(kn.device), aux.y[tr.target].to(kn.device)
+        gc = _flat64(kn.gradients(x[:, None], y[:, None], obs.params, generator=self.generator))
+        c = _cosine(gc, rel)
+        member = tr.secret.to(c.device) == 1
+        if member.all() or not member.any():
+            return c.median()
+        return 0.5 * (c[member].median() + c[~member].median())
+
+
+def _flat64(grads, batch_dims: int = 1) -> torch.Tensor:
+    return flatten(grads, batch_dims=batch_dims).double()
+
+
+@register_adversary("loss")
+class LossAdversary(_MembershipAdversary):
+    """Loss threshold (Yeom et al., 2018): lower loss on the released model means member (tracing: per client)."""
+
+    games = ("membership", "tracing")
+    observes = "model"
+
+    def score(self, obs):
+        kn = self.knowledge
+        if getattr(obs, "client_params", None) is not None:          # tracing: one local model per client
+            return -_tracing_losses(kn, obs)
+        aux = kn.auxiliary
+        mi, ci = obs.model_index, obs.candidate_index
+        K = int(mi.max()) + 1
+        loss = torch.stack([_losses(kn.model, {n: v[k] for n, v in obs.params.items()},
+                                    kn.candidates.x.to(kn.device), kn.candidates.y.to(kn.device)).cpu()
+                            for k in range(K)])                              # (K, N)
+        ref = torch.stack([_losses(kn.model, {n: v[k] for n, v in obs.params.items()},
+                                   aux.x.to(kn.device), aux.y.to(kn.device)).median().cpu() for k in range(K)])
+        return -(loss[mi, ci] - ref[mi])
+
+
+def _tracing_losses(kn, obs) -> torch.Tensor:
+    """``(T, n)`` losses of each trial's candidate on each client's local model."""
+    cp = obs.client_params                                  # name -> (T, n, *shape)
+    T, n = obs.phi_y.shape[0], next(iter(cp.values())).shape[1]
+    flat = {k: v.reshape(T * n, *v.shape[2:]) for k, v in cp.items()}
+    x = obs.phi_x.repeat_interleave(n, 0)
+    y = obs.phi_y.repeat_interleave(n, 0)
+
+    def one(p, xi, yi):
+        return F.cross_entropy(functional_call(kn.model, p, (xi[None],)), yi[None])
+    with torch.no_grad():
+        return vmap(one)(flat, x, y).reshape(T, n).double().cpu()
+
+
+@register_adversary("lira")
+class LiRAAdversary(_MembershipAdversary):
+    """LiRA (Carlini et al., 2022): per-candidate Gaussians of shadow models' confidences; see the module."""
+
+    games = ("membership",)
+    observes = "model"
+    online = True
+
+    def __init__(self, *, shadows: int = 16, fixed_variance: bool = True, engine: str = "batched"):
+        self.shadows = check_positive_int("shadows", shadows, minimum=2)
+        self.fixed_variance = bool(fixed_variance)
+        self.engine = check_choice("engine", engine, ("batched", "loop"))
+
+    def prepare(self, knowledge, *, seed=0):
+        super().prepare(knowledge, seed=seed)
+        kn = knowledge
+        if kn.candidates is None:
+            raise ValueError("LiRA needs observe='model' (a trained model and its candidates)")
+        S, m = self.shadows, kn.train_size
+        cand = kn.candidates
+        gen = torch.Generator().manual_seed(seed)
+        if self.online:
+            # shadows in pairs: a random half of the candidates and its complement, so that every
+            # candidate is IN for exactly half of the shadows (S even) and OUT for the rest
+            N = len(cand)
+            order = torch.argsort(torch.rand((S + 1) // 2, N, generator=gen), 1)
+            members = torch.stack([order[:, :m], order[:, N - m:]], 1).reshape(-1, m)[:S]
+            self.inside = torch.zeros(S, N, dtype=torch.bool).scatter_(1, members, True)
+            data = cand
+        else:
+            aux = kn.auxiliary
+            if len(aux) < m:
+                raise ValueError(f"offline LiRA needs at least {m} auxiliary records to train each shadow, "
+                                 f"got {len(aux)}")
+            members = torch.argsort(torch.rand(S, len(aux), generator=gen), 1)[:, :m]
+            self.inside = torch.zeros(S, len(cand), dtype=torch.bool)
+            data = aux
+        r = kn.recipe
+        self.shadow_params = train_stacked(kn.model, data, members, steps=r["steps"], lr=r["lr"],
+                                           batch_size=r["batch_size"], momentum=r["momentum"],
+                                           seed=seed + 5, engine=self.engine, device=kn.device)
+        self.phi = _confidence(kn.model, self.shadow_params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()
+
+    def score(self, obs):
+        kn = self.knowledge
+        cand = kn.candidates
+        conf = _confidence(kn.model, obs.params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()   # (K, N)
+        idx = obs.candidate_index.cpu()
+        phi = conf[obs.model_index.cpu(), idx]                                     # (T,)
+        sp, inside = self.phi[:, idx], self.inside[:, idx]                         # (S, T)
+        out_mask = ~inside
+        mu_out, var_out = _masked_moments(sp, out_mask, self.fixed_variance)
+        if not self.online:
+            return (phi - mu_out) / var_out.sqrt()
+        mu_in, var_in = _masked_moments(sp, inside, self.fixed_variance)
+        return _log_normal(phi, mu_in, var_in) - _log_normal(phi, mu_out, var_out)
+
+
+@register_adversary("lira-offline")
+class OfflineLiRAAdversary(LiRAAdversary):
+    """Offline LiRA: shadows trained on auxiliary data only (never on a candidate); one-sided score."""
+
+    online = False
+
+
+def _masked_moments(v: torch.Tensor, mask: torch.Tensor, pooled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and variance of ``v (S, T)`` over the rows where ``mask``; the variance pooled over columns if asked."""
+    w = mask.double()
+    n = w.sum(0)
+    if (n < 1).any():
+        raise ValueError("a candidate has no shadow model on one side (IN or OUT); use more shadow models")
+    mu = (v * w).sum(0) / n
+    dev2 = ((v - mu) ** 2 * w)
+    if pooled:
+        var = dev2.sum() / (n.sum() - n.numel()).clamp_min(1)
+        var = var.expand_as(mu)
+    else:
+        var = dev2.sum(0) / (n - 1).clamp_min(1)
+    return mu, var.clamp_min(1e-6)
+
+
+def _log_normal(x, mu, var):
+    return -0.5 * (x - mu) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)
+
+
+# -- playing it ---------------------------------------------------------------------------------
+
+def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None = None, observe: str | None = None,
+                    batch_size: int = 1, trials: int = 256, defense=None, adaptive: bool = False,
+                    model: nn.Module | None = None, warmup_steps: int = 0, train_steps: int = 300,
+                    lr: float = 0.1, train_batch_size: int = 32, train_size: int | None = None, momentum: float = 0.9, aux_fraction: float = 0.5,
+                    clients: int = 1, adversary_options: dict | None = None, engine: str = "batched",
+                    device=None, seed: int = 0, progress: bool = True, **unused) -> MembershipResult:
+    """Play ``trials`` trials of the membership game; see the module for what is observed.
+
+    ``observe="release"``: a FedSGD release of a batch of ``batch_size`` records at
+    the model after ``warmup_steps`` SGD steps (learning rate ``lr``) on the pool,
+    through ``defense`` (``clients > 1``: the secure sum with other clients).
+    ``observe="model"``: a model trained for ``train_steps`` steps (mini-batches of
+    ``train_batch_size``, ``momentum``; under ``defense`` when it is given, e.g.
+    DP-SGD) on ``train_size`` of ``2 * train_size`` candidate records drawn from the
+    pool (default ``trials // 2``); with ``trials > 2 * train_size``, ``trials // (2 *
+    train_size)`` target models are trained together, each on its own random half of
+    the same candidates (every pair of a model and a candidate is a trial), and the
+    accuracies recorded are those of the first.
+    ``adversary`` defaults to the strongest for ``observe`` (``alignment``, ``lira``);
+    ``observe`` defaults to what the adversary observes.
+    """
+    from .protocol import play as _play_signature  # noqa: F401  (the keyword names follow play's)
+
+    for k, v in unused.items():
+        if v not in (None, {}, 0, 1) and k not in ("steps_per_round", "rounds", "game_options", "attribute"):
+            raise ValueError(f"the membership game takes no option {k}={v!r}")
+    if unused.get("rounds", 1) != 1:
+        raise ValueError(f"the membership game is played for one round, got rounds={unused['rounds']}")
+    if adversary == "shadow":
+        adversary = None
+    if isinstance(adversary, str) and adversary not in _ADVERSARY_OBSERVES:
+        raise ValueError(f"unknown membership adversary {adversary!r}; choose from: "
+                         f"{', '.join(_ADVERSARY_OBSERVES)}")
+    if observe is None:
+        observe = _ADVERSARY_OBSERVES.get(adversary, "release") if isinstance(adversary, str) else \
+            getattr(adversary, "observes", "release")
+    check_choice("observe", observe, OBSERVE)
+    adversary = DEFAULT_ADVERSARY[observe] if adversary is None else adversary
+    adv = make_adversary(adversary, **dict(adversary_options or {}))
+    if getattr(adv, "observes", observe) != observe:
+        raise ValueError(f"the {adv.name} adversary observes the {adv.observes}, not the {observe} "
+                         f"(observe={observe!r})")
+    t0 = time.perf_counter()
+    dev = get_device(device)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("trials", trials, minimum=4)
+    check_positive_int("clients", clients)
+    check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    from .games import make_game
+
+    game = make_game("membership", dataset.info)
+    adv.check(game, dataset.info)
+    defense = as_game_defense(defense)
+    aux, pool = dataset.split(aux_fraction, seed=seed)
+    if model is None:
+        model = default_model(dataset, seed=seed, device=dev)
+    model = defense.wrap(model.to(dev))
+    gen = torch.Generator().manual_seed(seed)
+    recipe = {"steps": train_steps, "lr": lr, "batch_size": train_batch_size, "momentum": momentum}
+    config = {"observe": observe, "clients": clients, "engine": engine, "defense": defense.config(),
+              "model": type(model).__name__, "aux_fraction": aux_fraction,
+              **{f"adversary_{k}": v for k, v in dict(adversary_options or {}).items()}}
+    if observe == "release":
+        from ..fl import parameters_of, train
+
+        if warmup_steps:
+            train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
+        kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
+                                 secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
+                                 device=dev, engine=engine, clients=clients, observe=observe)
+        adv.prepare(kn, seed=seed + 1)
+        tr = game.draw_trials(pool, trials, gen)
+        idx = game.draw_batches(pool, tr, batch_size, gen)
+        theta = parameters_of(model)
+        g = secure_release(model, pool, idx, theta, clients=clients, defense=defense, engine=engine,
+                           generator=gen, device=dev)
+        shared = {k: theta[k] for k in shared_names(model)}
+        obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
+        config.update(warmup_steps=warmup_steps, lr=lr)
+    else:
+        m = trials // 2 if train_size is None else check_positive_int("train_size", train_size)
+        K = max(1, trials // (2 * m))                       # target models, each with its own half
+        if 2 * m > len(pool):
+            raise ValueError(f"{2 * m} candidate records (twice train_size={m}) need that many records in the "
+                             f"challenger's pool, which holds {len(pool)}; use a smaller train_size or trials")
+        pick = torch.randperm(len(pool), generator=gen)[:2 * m]
+        cand = pool.subset(pick)
+        half = torch.argsort(torch.rand(K, 2 * m, generator=gen), 1)[:, :m]          # (K, m) members
+        inside = torch.zeros(K, 2 * m, dtype=torch.long).scatter_(1, half, 1)
+        if defense.name == "none" or defense.acts_on == "model":
+            params = train_stacked(model, cand, half, steps=train_steps, lr=lr, batch_size=train_batch_size,
+                                   momentum=momentum, seed=seed + 3, device=dev)
+        else:  # training under the defense: the release path at every step, one model after another
+            from ..fl import parameters_of, train
+
+            init = stacked_init(model, K, seed=seed + 3)
+            parts = []
+            for k in range(K):
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        p.copy_(init[name][k])
+                train(model, cand.subset(half[k]), steps=train_steps, lr=lr, batch_size=train_batch_size,
+                      momentum=momentum, seed=seed + 3 + k, defense=defense, progress=False)
+                parts.append(parameters_of(model))
+            params = {name: torch.stack([p[name] for p in parts]) for name in parts[0]}
+        kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
+                                 secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
+                                 device=dev, engine=engine, clients=clients, observe=observe,
+                                 candidates=cand, train_size=m, recipe=recipe)
+        adv.prepare(kn, seed=seed + 1)
+        model_index = torch.arange(K).repeat_interleave(2 * m)
+        cand_index = torch.arange(2 * m).repeat(K)
+        tr = Trials(inside.flatten(), cand_index)
+        obs = Observation(1, params, {}, cand.x[cand_index].to(dev), cand.y[cand_index].to(dev))
+        obs.candidate_index, obs.model_index = cand_index, model_index
+        others = torch.ones(len(pool), dtype=torch.bool)
+        others[pick] = False
+        test = pool.subset(others.nonzero().flatten()) if others.any() else aux
+        first = {k: v[0] for k, v in params.items()}
+        config.update(recipe={**recipe}, train_size=m, target_models=K,
+                      train_accuracy=_accuracy(model, first, cand.subset(half[0]), dev),
+                      test_accuracy=_accuracy(model, first, test, dev))
+        trials = 2 * m * K
+    with torch.no_grad() if observe == "model" else _null():
+        s = adv.score(obs)
+    s = np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s)
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"the {adv.name} adversary produced non-finite scores (a defense too strong for "
+                         f"its statistic?)")
+    return MembershipResult(
+        game="membership", dataset=dataset.name, modality=dataset.modality, attribute=None,
+        adversary=adv.name, adaptive=adaptive, batch_size=batch_size, secret=tr.secret.numpy(),
+        round_scores=s[None], secret_names=game.secret_names(pool), seed=seed, config=config,
+        wall_time=time.perf_counter() - t0, device=str(dev))
+
+
+def _accuracy(model, params, data: Dataset, dev) -> float:
+    with torch.no_grad():
+        out = functional_call(model, params, (data.x.to(dev),))
+    return float((out.argmax(1).cpu() == data.y).double().mean())
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

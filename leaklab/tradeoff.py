@@ -1,0 +1,347 @@
+"""The privacy–utility trade-off: sweep each defense's strength, measure accuracy and privacy loss.
+
+For every defense, every strength on its grid and every seed, :func:`sweep_tradeoff`
+
+1. trains a model by federated learning with every client releasing through the
+   defense (:func:`leaklab.federated.train_federated`) and measures its test accuracy;
+2. attacks the releases of that trained model with each requested attack, through
+   the same defense (an *adaptive* adversary simulates it), and puts the result on
+   the privacy-loss scale of :mod:`leaklab.metrics.privacy_loss`:
+
+   * ``reconstruction`` — the analytic attack on the first fully connected layer
+     (exact at batch size 1 without a defense) on single-record releases; the
+     privacy loss is the mean SSIM, clipped to ``[0, 1]``, of the reconstructions
+     (clipped to the image range) against the inputs;
+   * ``membership`` — the membership game on FedSGD releases (alignment adversary);
+     privacy loss: the membership advantage;
+   * ``tracing`` — the tracing game among ``clients`` clients (alignment
+     adversary); privacy loss: accuracy over chance, normalised.
+
+One :class:`~leaklab.results.Record` per (defense, strength, attack, seed) is
+appended (its numbers: the model's test ``accuracy``, ``epsilon`` and ``accountant`` for
+DP-SGD, ``privacy_loss``, and the attack's own numbers prefixed ``attack_``) to ``DIR/tradeoff.jsonl`` as soon as it is measured. The sweep resumes: the
+records already in the file are skipped (their key holds the dataset, the defense's
+settings, the attack, ``adaptive``, the sizes and the seed), and a last line torn by
+a kill is cut off before anything is appended (:func:`leaklab.results.resume_records`).
+
+:func:`compare_at_equal_loss` reads the records back and gives, for each attack and
+privacy-loss level, each defense's best accuracy at that loss or below, interpolated
+linearly on its curve, with a confidence interval across seeds.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import check_positive_int
+from .data import Dataset, load_dataset
+from .defenses import list_defenses, make_defense, parse_defense
+from .metrics.privacy_loss import ATTACKS, membership_loss, reconstruction_loss, tracing_loss
+from .profiles import get_profile
+from .results import Record, resume_records, write_records
+
+__all__ = ["DEFAULT_GRIDS", "expand_defenses", "sweep_tradeoff", "compare_at_equal_loss", "plot_tradeoff",
+           "settings_for", "RECORDS_FILE"]
+
+RECORDS_FILE = "tradeoff.jsonl"
+
+#: For each defense, the setting swept and its default values (weakest first), plus fixed settings.
+DEFAULT_GRIDS: dict[str, tuple[str | None, tuple, dict]] = {
+    "none": (None, (None,), {}),
+    "dp": ("noise", (0.0, 0.3, 1.0, 3.0), {"clip": 1.0}),
+    "prune": ("ratio", (0.0, 0.5, 0.9, 0.99), {}),
+    "noise": ("rel", (0.0, 0.3, 1.0, 3.0), {}),
+    "sign": (None, (None,), {}),
+    "perturb": ("budget", (0.0, 0.3, 1.0), {}),
+    "vib": ("beta", (0.001, 0.01, 0.1), {}),
+}
+
+
+def _values(text: str) -> list:
+    out = []
+    for t in text.split("/"):
+        t = t.strip()
+        try:
+            v = float(t)
+        except ValueError:
+            raise ValueError(f"grid values must be numbers separated by '/', got {text!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"grid values must be finite, got {text!r}")
+        out.append(v)
+    return out
+
+
+def expand_defenses(spec: str | Sequence[str]) -> list[tuple[str, str | None, float | None, object]]:
+    """The points of the sweep: ``(family, key, value, Defense)`` for each defense and strength.
+
+    ``spec`` is ``"SPEC[;SPEC...]"`` (or a list of specs). A spec ``NAME`` sweeps the
+    default grid of :data:`DEFAULT_GRIDS`; ``NAME:KEY=V1/V2/V3,OTHER=X`` sweeps ``KEY``
+    over the values given, with the other settings fixed.
+
+    >>> [(f, k, v) for f, k, v, _ in expand_defenses("dp:clip=1,noise=0.5/2;sign")]
+    [('dp', 'noise', 0.5), ('dp', 'noise', 2.0), ('sign', None, None)]
+    """
+    specs = [s.strip() for s in (spec.split(";") if isinstance(spec, str) else spec) if s and s.strip()]
+    if not specs:
+        raise ValueError(f"defense must name at least one defense (SPEC[;SPEC...]), got {spec!r}; "
+                         f"defenses: {', '.join(list_defenses())}")
+    points = []
+    for s in specs:
+        name, _, rest = s.partition(":")
+        name = name.strip()
+        if name not in DEFAULT_GRIDS and name in list_defenses():
+            raise ValueError(f"defense {name!r} has no default grid; give its strength as NAME:KEY=V1/V2")
+        fixed, swept = {}, None
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, val = part.partition("=")
+            if not eq:
+                raise ValueError(f"defense setting {part!r} in {s!r} must read KEY=VALUE or KEY=V1/V2/...")
+            if "/" in val:
+                if swept is not None:
+                    raise ValueError(f"sweep one setting per defense, {s!r} sweeps two")
+                swept = (key.strip(), _values(val))
+            else:
+                fixed[key.strip()] = val.strip()
+        if name not in DEFAULT_GRIDS:
+            make_defense(name)                          # an unknown name: the error lists the defenses
+        key, grid, defaults = DEFAULT_GRIDS[name]
+        if swept is not None:
+            key, grid = swept
+        elif key is not None and key in fixed:          # a single value given: one point
+            grid = _values(fixed.pop(key))
+        for v in grid:
+            settings = {**{k: str(x) for k, x in defaults.items()}, **fixed}
+            if key is not None:
+                settings[key] = repr(v)
+            d = parse_defense(name + (":" + ",".join(f"{k}={x}" for k, x in settings.items()) if settings else ""))
+            points.append((name, key, v, d))
+    return points
+
+
+def settings_for(profile: str | None = None) -> dict:
+    """The sizes of one sweep point for a profile (smoke: seconds; book: the chapter's)."""
+    p = get_profile(profile)
+    return {
+        "records": p.pick(smoke=600, book=1797, paper=60000),
+        "clients": 8,
+        "rounds": p.pick(smoke=10, book=40, paper=200),
+        "protocol": "fedavg",
+        "local_steps": 3,
+        "batch_size": 16,
+        "lr": 0.1,
+        "hidden": 64,
+        "membership_batch": 8,
+        "tracing_batch": 4,
+        "attack_trials": p.pick(smoke=64, book=256, paper=1024),
+    }
+
+
+def _model(data: Dataset, hidden: int, seed: int):
+    from .models import build_model
+    return build_model("mlp", data.input_shape, data.num_classes, hidden=(hidden,), seed=seed)
+
+
+def _attack(attack: str, model, data: Dataset, defense, *, adaptive: bool, s: dict, seed: int, device) -> dict:
+    """The attack's numbers and privacy loss against releases of ``model`` through ``defense``."""
+    from .games.membership import play_membership
+    from .games.tracing import play_tracing
+
+    if attack == "membership":
+        r = play_membership(data, model=model, observe="release", batch_size=s["membership_batch"],
+                            trials=s["attack_trials"], defense=defense, adaptive=adaptive, seed=seed,
+                            device=device, progress=False)
+        n = r.record().numbers
+        return {**n, "privacy_loss": membership_loss(n["advantage"])}
+    if attack == "tracing":
+        r = play_tracing(data, model=model, clients=s["clients"], batch_size=s["tracing_batch"],
+                         trials=s["attack_trials"], defense=defense, adaptive=adaptive, seed=seed,
+                         device=device, progress=False)
+        n = r.record().numbers
+        return {**n, "chance": 1 / s["clients"], "privacy_loss": tracing_loss(n["accuracy"], clients=s["clients"])}
+    if attack == "reconstruction":
+        from .attacks import get_attack
+        from .metrics.image import ssim
+        from .release import release
+
+        if data.modality != "image":
+            raise ValueError(f"the reconstruction attack needs images; dataset {data.name!r} holds "
+                             f"{data.modality} records (use --attack membership,tracing)")
+        gen = torch.Generator().manual_seed(seed)
+        T = max(8, s["attack_trials"] // 4)
+        idx = torch.randint(len(data), (T, 1), generator=gen)
+        xs, ys = data.x[idx], data.y[idx]
+        grads = release(model, xs, ys, defense=defense, generator=gen)
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        rec = get_attack("analytic")(model, params, grads, input_shape=tuple(data.input_shape),
+                                     num_classes=data.num_classes, batch_size=1)
+        x_hat = torch.nan_to_num(rec.x, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+        values = ssim(xs.reshape(T, *data.input_shape), x_hat.reshape(T, *data.input_shape))
+        return {"ssim": float(values.mean()), "ssim_clipped": reconstruction_loss(values),
+                "trials": T, "attack": "analytic", "privacy_loss": reconstruction_loss(values)}
+    raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+
+
+def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, attacks: Sequence[str] = ATTACKS,
+                   adaptive: bool = False, seeds: int = 1, out: str | Path, settings: dict | None = None,
+                   device=None, progress: bool = True,
+                   on_record: Callable[[Record], None] | None = None) -> list[Record]:
+    """Run (or resume) the sweep; every record of the sweep, in order, read back from ``out``.
+
+    ``on_record`` is called after each new record is written (a progress hook; an
+    exception raised there stops the sweep, as a kill would, with every record
+    written so far kept).
+    """
+    from tqdm.auto import tqdm
+
+    from .federated import train_federated
+    from .runtime import get_device
+
+    attacks = [attacks] if isinstance(attacks, str) else list(attacks)
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad or not attacks:
+        raise ValueError(f"attack must be one or more of {', '.join(ATTACKS)}, got {', '.join(bad) or 'none'}")
+    check_positive_int("seeds", seeds)
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+    points = expand_defenses(defenses)
+    s = {**settings_for(), **dict(settings or {})}
+    dev = get_device(device)
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    if not isinstance(data, Dataset):
+        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    if "reconstruction" in attacks and data.modality != "image":
+        raise ValueError(f"the reconstruction attack needs images; dataset {data.name!r} holds "
+                         f"{data.modality} records (use attacks membership,tracing)")
+    if len(data) > s["records"]:
+        data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:s["records"]])
+    path = Path(out) / RECORDS_FILE
+    done = {r.key(): r for r in resume_records(path)}
+    todo = [(seed, p) for seed in range(seeds) for p in points]
+    bar = tqdm(total=len(todo) * len(attacks), desc="trade-off", disable=not progress, leave=False)
+    for seed, (family, key, value, defense) in todo:
+        base = {"dataset": data.name, "defense": defense.config(), "family": family, "strength_key": key,
+                "strength": value, "adaptive": adaptive, "settings": s}
+        recs = [Record(kind="tradeoff", config={**base, "attack": a}, seed=seed, numbers={}) for a in attacks]
+        missing = [(a, r) for a, r in zip(attacks, recs) if r.key() not in done]
+        bar.update(len(attacks) - len(missing))
+        if not missing:
+            continue
+        t0 = time.perf_counter()
+        test, train = data.split(0.3, seed=seed)
+        model = _model(data, s["hidden"], seed)
+        run = train_federated(model, train, test=test, clients=s["clients"], rounds=s["rounds"],
+                              protocol=s["protocol"], batch_size=s["batch_size"], local_steps=s["local_steps"],
+                              lr=s["lr"], defense=defense, seed=seed, device=dev, progress=False)
+        utility = {"accuracy": run.accuracy, "epsilon": run.epsilon, "accountant": run.accountant,
+                   "delta": run.config["delta"] if run.epsilon is not None else None}
+        for a, rec in missing:
+            t1 = time.perf_counter()
+            numbers = _attack(a, model, train, defense, adaptive=adaptive, s=s, seed=seed + 1000, device=dev)
+            rec.numbers = {**utility, "privacy_loss": numbers.pop("privacy_loss"),
+                           **{f"attack_{k}": v for k, v in numbers.items()}}
+            rec.wall_time = time.perf_counter() - t1 + (t1 - t0 if a == missing[0][0] else 0.0)
+            rec.device = str(dev)
+            write_records(path, [rec])
+            done[rec.key()] = rec
+            bar.update(1)
+            if on_record is not None:
+                on_record(rec)
+    bar.close()
+    return [r for r in resume_records(path)]
+
+
+def _curve_value(pl: np.ndarray, acc: np.ndarray, level: float) -> float:
+    """The best accuracy at privacy loss <= level, linear between the points of the curve (NaN if none)."""
+    order = np.argsort(pl, kind="stable")
+    pl, acc = pl[order], np.maximum.accumulate(acc[order])          # the best accuracy up to each loss
+    if level < pl[0]:
+        return math.nan
+    return float(np.interp(level, pl, acc))
+
+
+def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] = (0.1, 0.25, 0.5, 0.75),
+                          level: float = 0.95) -> list[dict]:
+    """For each attack, privacy-loss level and defense: the best accuracy (mean over seeds, with a CI).
+
+    Each seed's curve (its points sorted by privacy loss, the accuracy taken as the
+    best reached at that loss or below) is interpolated at the level; the interval
+    is Student's t over seeds (none with one seed). A defense whose weakest point
+    already loses more than the level has no value there.
+    """
+    from scipy import stats
+
+    rows = []
+    by = {}
+    for r in records:
+        if r.kind != "tradeoff":
+            continue
+        c = r.config
+        by.setdefault((c["attack"], c["family"], r.seed), []).append(
+            (r.numbers["privacy_loss"], r.numbers["accuracy"]))
+    attacks = sorted({k[0] for k in by})
+    families = sorted({k[1] for k in by})
+    for a in attacks:
+        for L in levels:
+            for f in families:
+                vals = [_curve_value(np.array([p for p, _ in pts]), np.array([q for _, q in pts]), L)
+                        for (aa, ff, _), pts in sorted(by.items()) if aa == a and ff == f]
+                vals = [v for v in vals if not math.isnan(v)]
+                if not vals:
+                    rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": None, "ci": None,
+                                 "seeds": 0})
+                    continue
+                m = float(np.mean(vals))
+                if len(vals) > 1:
+                    half = float(stats.t.ppf(0.5 + level / 2, len(vals) - 1) * np.std(vals, ddof=1) / np.sqrt(len(vals)))
+                    ci = [m - half, m + half]
+                else:
+                    ci = None
+                rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": m, "ci": ci,
+                             "seeds": len(vals)})
+    return rows
+
+
+def plot_tradeoff(records: Sequence[Record]):
+    """Accuracy against privacy loss, one panel per attack, one curve per defense (mean ± sd over seeds)."""
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in records if r.kind == "tradeoff"]
+    attacks = [a for a in ATTACKS if any(r.config["attack"] == a for r in recs)]
+    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(4.2 * max(1, len(attacks)), 3.6), squeeze=False)
+    for ax, a in zip(axes[0], attacks):
+        fams = sorted({r.config["family"] for r in recs if r.config["attack"] == a})
+        for f in fams:
+            pts = {}
+            for r in recs:
+                if r.config["attack"] == a and r.config["family"] == f:
+                    pts.setdefault(json_key(r.config["defense"]), []).append(
+                        (r.numbers["privacy_loss"], r.numbers["accuracy"], r.numbers.get("epsilon")))
+            xs = np.array([np.mean([p[0] for p in v]) for v in pts.values()])
+            ys = np.array([np.mean([p[1] for p in v]) for v in pts.values()])
+            ex = np.array([np.std([p[0] for p in v]) for v in pts.values()])
+            ey = np.array([np.std([p[1] for p in v]) for v in pts.values()])
+            order = np.argsort(xs)
+            ax.errorbar(xs[order], ys[order], xerr=ex[order], yerr=ey[order], marker="o", ms=4, capsize=2, label=f)
+            if f == "dp":
+                for (k, v), x, y in zip(pts.items(), xs, ys):
+                    e = v[0][2]
+                    if e is not None:
+                        ax.annotate("ε=∞" if e == "inf" or (isinstance(e, float) and math.isinf(e)) else f"ε={e:.3g}",
+                                    (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"privacy loss ({a})")
+        ax.set_ylabel("test accuracy")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_title(a)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def json_key(d: dict) -> str:
+    import json
+    return json.dumps(d, sort_keys=True)

@@ -1,0 +1,178 @@
+"""The trade-off sweep: resumable without losing, tearing or duplicating a record; privacy-loss scale; utility."""
+import json
+
+import pytest
+import torch
+
+from leaklab.cli import main
+from leaklab.data import load_dataset
+from leaklab.federated import train_federated
+from leaklab.metrics.privacy_loss import membership_loss, privacy_loss, reconstruction_loss, tracing_loss
+from leaklab.models import build_model
+from leaklab.results import Record, resume_records, write_records
+from leaklab.tradeoff import RECORDS_FILE, compare_at_equal_loss, expand_defenses, sweep_tradeoff
+
+SMALL = {"records": 300, "rounds": 3, "attack_trials": 16, "clients": 4, "hidden": 16}
+DEFENSES = "dp:clip=1,noise=0/2;prune:ratio=0.9"
+ATTACKS = ("reconstruction", "membership")
+
+
+class Killed(Exception):
+    pass
+
+
+def _run(out, on_record=None):
+    return sweep_tradeoff("digits", DEFENSES, attacks=ATTACKS, out=out, settings=SMALL, seeds=1,
+                          progress=False, on_record=on_record)
+
+
+def _strip(records):
+    """What must not depend on the interruption: everything but the times."""
+    return sorted((r.key(), json.dumps(r.numbers, sort_keys=True)) for r in records)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("full"))
+
+
+def test_sweep_writes_one_record_per_point(uninterrupted):
+    assert len(uninterrupted) == 3 * len(ATTACKS)
+    assert len({r.key() for r in uninterrupted}) == len(uninterrupted)
+    for r in uninterrupted:
+        assert 0.0 <= r.numbers["privacy_loss"] <= 1.0
+        assert 0.0 <= r.numbers["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_killed_sweep_resumes_with_exactly_the_missing_records(tmp_path, uninterrupted, k):
+    seen = []
+
+    def kill(rec):
+        seen.append(rec)
+        if len(seen) == k:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(tmp_path, on_record=kill)
+    assert len(resume_records(tmp_path / RECORDS_FILE)) == k
+    written = []
+    final = _run(tmp_path, on_record=written.append)
+    assert len(written) == len(uninterrupted) - k          # only the missing ones
+    assert _strip(final) == _strip(uninterrupted)
+    lines = (tmp_path / RECORDS_FILE).read_text().splitlines()
+    assert len(lines) == len(uninterrupted)                # nothing duplicated
+
+
+def test_torn_last_line_is_discarded_and_measured_again(tmp_path, uninterrupted):
+    path = tmp_path / RECORDS_FILE
+    write_records(path, uninterrupted[:2])
+    whole = uninterrupted[2].to_json()
+    with open(path, "a") as f:
+        f.write(whole[: len(whole) // 2])                   # killed while writing the third record
+    written = []
+    final = _run(tmp_path, on_record=written.append)
+    assert len(written) == len(uninterrupted) - 2
+    assert _strip(final) == _strip(uninterrupted)
+    for line in path.read_text().splitlines():
+        json.loads(line)                                   # every line whole
+
+
+def test_resume_records_refuses_a_bad_line_in_the_middle(tmp_path, uninterrupted):
+    path = tmp_path / "x.jsonl"
+    path.write_text(uninterrupted[0].to_json() + "\n{not json\n" + uninterrupted[1].to_json() + "\n")
+    with pytest.raises(ValueError, match="line 2"):
+        resume_records(path)
+
+
+def test_resume_key_holds_defense_and_adaptive():
+    a = Record(kind="tradeoff", config={"defense": {"name": "dp", "noise": 1.0}, "adaptive": False}, seed=0, numbers={})
+    b = Record(kind="tradeoff", config={"defense": {"name": "dp", "noise": 1.0}, "adaptive": True}, seed=0, numbers={})
+    c = Record(kind="tradeoff", config={"defense": {"name": "dp", "noise": 2.0}, "adaptive": False}, seed=0, numbers={})
+    assert len({a.key(), b.key(), c.key()}) == 3
+
+
+def test_dp_costs_accuracy_and_privacy_in_the_sweep(uninterrupted):
+    by = {(r.config["defense"]["name"], r.config["strength"], r.config["attack"]): r.numbers for r in uninterrupted}
+    # without noise (clipping only) a single record is read back exactly; with noise it is not
+    assert by[("dp", 0.0, "reconstruction")]["privacy_loss"] > 0.9
+    assert by[("dp", 2.0, "reconstruction")]["privacy_loss"] < 0.2
+    assert by[("dp", 2.0, "reconstruction")]["epsilon"] < by[("dp", 0.0, "reconstruction")]["epsilon"] \
+        if not isinstance(by[("dp", 0.0, "reconstruction")]["epsilon"], str) else True
+    assert by[("dp", 0.0, "reconstruction")]["epsilon"] == "inf"
+    assert by[("dp", 2.0, "membership")]["accountant"] == "rdp"
+
+
+def test_compare_at_equal_loss_interpolates_best_accuracy():
+    recs = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        for pl, acc in ((0.0, 0.2), (0.5, 0.6), (1.0, 0.5)):
+            recs.append(Record(kind="tradeoff", config={"attack": "membership", "family": "dp"}, seed=seed,
+                               numbers={"privacy_loss": pl, "accuracy": acc + shift}))
+    rows = {r["privacy_loss"]: r for r in compare_at_equal_loss(recs, levels=(0.25, 0.75))}
+    assert rows[0.25]["accuracy"] == pytest.approx(0.45)      # halfway 0.2 -> 0.6, mean over shifts
+    assert rows[0.75]["accuracy"] == pytest.approx(0.65)      # the best so far, not the dip to 0.5
+    lo, hi = rows[0.25]["ci"]
+    assert lo < 0.45 < hi
+
+
+def test_expand_defenses():
+    pts = expand_defenses("dp:clip=1,noise=0.5/2;sign")
+    assert [(f, k, v) for f, k, v, _ in pts] == [("dp", "noise", 0.5), ("dp", "noise", 2.0), ("sign", None, None)]
+    assert pts[1][3].config() == {"name": "dp", "clip": 1.0, "noise": 2.0}
+    with pytest.raises(ValueError, match="unknown defense"):
+        expand_defenses("dpp")
+    with pytest.raises(ValueError, match="at least one"):
+        expand_defenses(" ; ")
+
+
+def test_privacy_loss_scale():
+    assert tracing_loss(1 / 8, clients=8) == 0.0 and tracing_loss(1.0, clients=8) == 1.0
+    assert tracing_loss(0.0, clients=8) == 0.0                 # below chance is no leak, not negative
+    assert membership_loss(0.0) == 0.0 and membership_loss(1.0) == 1.0
+    assert reconstruction_loss([1.0, 1.0]) == 1.0 and reconstruction_loss([-0.5, 0.0]) == 0.0
+    assert privacy_loss("membership", {"advantage": 0.3}) == 0.3
+    with pytest.raises(ValueError):
+        membership_loss(1.5)
+    with pytest.raises(ValueError):
+        reconstruction_loss([float("nan")])
+    with pytest.raises(ValueError, match="clients"):
+        privacy_loss("tracing", {"accuracy": 0.5})
+
+
+@pytest.mark.parametrize("protocol", ["fedsgd", "fedavg"])
+@pytest.mark.parametrize("defense", [None, "sign", "prune:ratio=0.5"])
+def test_federated_clients_together_equal_one_at_a_time(protocol, defense):
+    data = load_dataset("digits", n=300)
+    out = []
+    for engine in ("batched", "loop"):
+        model = build_model("mlp", data.input_shape, data.num_classes, hidden=(16,), seed=0)
+        out.append(train_federated(model, data, clients=4, rounds=3, protocol=protocol, local_steps=2,
+                                   batch_size=8, defense=defense, engine=engine, progress=False))
+    for k in out[0].params:
+        torch.testing.assert_close(out[0].params[k], out[1].params[k], rtol=1e-4, atol=1e-5)
+
+
+def test_federated_training_learns_and_dp_costs_accuracy():
+    data = load_dataset("digits")
+    test, train = data.split(0.3, seed=0)
+    accs = {}
+    for d in (None, "dp:clip=1,noise=8"):
+        model = build_model("mlp", data.input_shape, data.num_classes, hidden=(32,), seed=0)
+        run = train_federated(model, train, test=test, clients=8, rounds=15, protocol="fedavg", local_steps=3,
+                              defense=d, progress=False)
+        accs[d] = run
+    assert accs[None].accuracy > 0.6                          # chance is 0.1
+    assert accs["dp:clip=1,noise=8"].accuracy < accs[None].accuracy - 0.1
+    assert accs["dp:clip=1,noise=8"].epsilon < 10
+
+
+def test_cli_tradeoff(tmp_path, capsys):
+    assert main(["tradeoff", "--dataset", "digits", "--defense", "nope", "--attack", "membership",
+                 "--out", str(tmp_path)]) == 2
+    assert "unknown defense" in capsys.readouterr().err
+    assert main(["tradeoff", "--dataset", "diabetes", "--defense", "sign", "--attack", "reconstruction",
+                 "--out", str(tmp_path)]) == 2
+    assert "needs images" in capsys.readouterr().err
+    assert main(["tradeoff", "--dataset", "digits", "--defense", "sign", "--attack", "both",
+                 "--out", str(tmp_path)]) == 2
