@@ -99,3 +99,12 @@ def test_cli_defenses_list(capsys):
     rows = json.loads(capsys.readouterr().out)["defenses"]
     assert {r["name"] for r in rows} == {"none", "prune", "sign", "noise", "dp", "perturb", "vib", "spn"}
     assert all(r["adaptive"] for r in rows)
+
+
+def test_attacks_name_the_label_estimate_they_used():
+    from leaklab.attacks import run_reconstruction as run
+
+    kw = dict(model="mlp", dataset="digits", trials=2, iters=5, progress=False)
+    assert run(attack="idlg", batch_size=4, **kw).result.info["label_estimate"] == "dummy"
+    assert run(attack="idlg", batch_size=1, **kw).result.info["label_estimate"] == "exact"
+    assert run(attack="dlg", batch_size=4, **kw).result.info["label_estimate"] == "joint"

@@ -48,7 +48,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..runtime import get_device
 from .base import Reconstruction, register_attack
-from .labels import recover_labels
+from .labels import label_recovery, recover_labels  # noqa: F401
 
 __all__ = ["dlg", "idlg", "ig", "lbfgs", "check_release", "cpu_threads", "matching_objective", "total_variation",
            "DISTANCES", "IMAGE_PARAMS", "LABEL_MODES"]
@@ -521,14 +521,16 @@ def _setup(model, params, grads, *, input_shape, num_classes, batch_size, device
         if tuple(labels.shape) != (T, batch_size) or labels.is_floating_point():
             raise ValueError(f"labels given as a tensor must be integers of shape ({T}, {batch_size}), "
                              f"got {labels.dtype} {tuple(labels.shape)}")
-        return T, input_shape, dev, model, params, grads, labels.to(dev).long(), False
+        return T, input_shape, dev, model, params, grads, labels.to(dev).long(), False, "given"
     check_choice("labels", labels, LABEL_MODES)
     joint = labels == "joint" or (labels == "auto" and batch_size > 1)
     # labels of a batch: counts fitted with the known model's predictions on random dummy inputs
-    y = (torch.zeros(T, batch_size, dtype=torch.long, device=dev) if joint else
-         recover_labels(grads, num_classes=num_classes, batch_size=batch_size, model=model, params=params,
-                        input_shape=input_shape))
-    return T, input_shape, dev, model, params, grads, y, joint
+    if joint:
+        return T, input_shape, dev, model, params, grads, torch.zeros(T, batch_size, dtype=torch.long,
+                                                                     device=dev), True, "joint"
+    rec = label_recovery(grads, num_classes=num_classes, batch_size=batch_size, model=model, params=params,
+                         input_shape=input_shape)
+    return T, input_shape, dev, model, params, grads, rec.labels.to(dev), False, rec.estimate
 
 
 def _init(n: int, dim: int, *, init: str, image_param: str, gen: torch.Generator, device) -> torch.Tensor:
@@ -548,7 +550,7 @@ def _optimise(model, params, grads, *, threads, **kwargs):
 def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_size, device, seed, progress,
                     labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name,
                     defense=None, adaptive=False):
-    T, input_shape, dev, model, params, grads, y, joint = _setup(
+    T, input_shape, dev, model, params, grads, y, joint, label_estimate = _setup(
         model, params, grads, input_shape=input_shape, num_classes=num_classes,
         batch_size=batch_size, device=device, labels=labels)
     check_positive_int("restarts", restarts)
@@ -603,6 +605,7 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
         y = v[:, n_img:].reshape(T, batch_size, num_classes).argmax(-1)
     out = {
         "attack": name, "labels": "joint" if joint else ("given" if isinstance(labels, torch.Tensor) else "recovered"),
+        "label_estimate": label_estimate,
         "restarts": R, "best_restart": best, "iterations": info["iterations"],
         "evaluations": info["evaluations"].reshape(T, R).sum(1),
         "distance": distance_t.detach(), "converged": converged, "tol": tol,
