@@ -42,7 +42,9 @@ def parameters_of(model: nn.Module) -> Params:
 
 
 def _check_batch(model: nn.Module, x, y, *, batch_dims: int) -> None:
-    check_batch(x, y, batch_dims=batch_dims)
+    from .release import _num_classes
+
+    check_batch(x, y, batch_dims=batch_dims, num_classes=_num_classes(model))
 
 
 def _finite(name: str, value) -> float:

@@ -123,3 +123,28 @@ def test_bad_batches_are_rejected(digits):
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN"):
         fl.loss_gradient(m, x, digits.y[:4])
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, x, y: fl.fedavg_update(m, x, y, lr=float("nan")), "lr must be a finite number"),
+    (lambda m, x, y: fl.fedavg_update(m, x, y, lr=float("inf")), "lr must be a finite number"),
+    (lambda m, x, y: fl.aggregate([{"w": torch.ones(2)}] * 2, [float("nan"), 1]), "finite non-negative"),
+    (lambda m, x, y: fl.secure_sum([{"w": torch.tensor([float("nan"), 1.0])}]), "NaN or inf"),
+    (lambda m, x, y: fl.aggregate([{"w": torch.ones(2)}, {"v": torch.ones(2)}]), "holds parameters"),
+    (lambda m, x, y: fl.loss_gradient(m, x, y + 5), "labels below 3"),
+    (lambda m, x, y: fl.per_sample_gradients(m, x, y - 5), "labels >= 0"),
+    (lambda m, x, y: fl.fedavg_update(m, x, y + 5), "labels below 3"),
+    (lambda m, x, y: fl.loss_gradient(m, x * float("nan"), y), "NaN or inf"),
+    (lambda m, x, y: fl.federated_round(m, [fl.Client(0, None)], lr=float("nan")), "lr must be a finite number"),
+])
+def test_nan_inf_and_out_of_range_labels_are_refused_at_the_federated_boundary(call, words):
+    m = build_model("mlp", (4,), 3, hidden=(5,), seed=0)
+    x, y = torch.randn(4, 4), torch.randint(3, (4,))
+    with pytest.raises(ValueError, match=words):
+        call(m, x, y)
+
+
+def test_train_refuses_a_nan_learning_rate(digits):
+    m = build_model("mlp", (1, 8, 8), 10, seed=0)
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        fl.train(m, digits, steps=1, lr=float("nan"), progress=False)
