@@ -337,6 +337,8 @@ def make_canary(kind: str, data: Dataset, model: nn.Module, *, defense=None, bat
         model = defense.wrap(copy.deepcopy(model))
     if kind == "crafted":
         return craft_canary(data, model, seed=seed, **opts)
+    for key in ("steps", "lr", "restarts", "progress"):      # options of the crafting only
+        opts.pop(key, None)
     return natural_canary(data, model, kind=kind, seed=seed, **opts)
 
 
