@@ -190,3 +190,36 @@ def test_crafted_canary_audits_higher_than_the_most_exposed_natural_record(data,
     print(f"{defense}: natural {nat.epsilon_lower:.3f} (AUROC {nat.auroc:.3f}), "
           f"crafted {craft.epsilon_lower:.3f} (AUROC {craft.auroc:.3f})")
     assert craft.epsilon_lower > nat.epsilon_lower
+
+
+# --------------------------------------------------------------------------- the command
+@pytest.mark.parametrize("argv,needle", [
+    (["--game", "attribute", "--dataset", "digits"], "no tabular attribute"),
+    (["--game", "attribute", "--dataset", "nope"], "unknown dataset"),
+    (["--game", "membership", "--dataset", "diabetes"], "invalid choice"),
+    (["--game", "attribute", "--dataset", "diabetes", "--trials", "4"], "--trials"),
+    (["--game", "attribute", "--dataset", "diabetes", "--defense", "dp:clip=-1"], "clip"),
+    (["--game", "attribute", "--dataset", "diabetes", "--canary", "best"], "--canary"),
+])
+def test_cli_audit_user_errors(argv, needle, capsys):
+    from leaklab.cli import main
+
+    assert main(["audit", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_cli_audit_json_for_dpsgd(capsys):
+    import json
+
+    from leaklab.cli import main
+
+    assert main(["audit", "--game", "attribute", "--dataset", "diabetes", "--canary", "natural", "--defense",
+                 "dp:clip=1,noise=2", "--adaptive", "--trials", "60", "--batch-size", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("epsilon_lower", "level", "estimator", "accountant_epsilon", "ratio", "delta"):
+        assert key in out
+    assert out["estimator"] == "threshold" and out["level"] == 0.95 and out["delta"] == 1e-5
+    assert 0 <= out["epsilon_lower"] <= out["accountant_epsilon"]
+    assert out["accountant_epsilon"] == pytest.approx(attribute_accountant_epsilon(DPSGD(clip=1, noise=2),
+                                                                                   delta=1e-5, rounds=1))
