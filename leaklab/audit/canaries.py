@@ -7,9 +7,9 @@ sensitive column set to value ``v``, let ``g_v`` be its gradient at the paramete
 ``theta`` (each clipped to norm ``C`` when the defense clips, as DP-SGD does) and
 ``d = g_1 - g_0``. The rest of the batch adds gradients that the adversary does not
 know; along ``u = d / |d|`` they spread with variance ``var_u``, estimated on the
-auditor's records (``background``). The **exposure** of the record is
+auditor's records (``background``). The **exposure** of the record is::
 
-    exposure = |d| / sqrt(others * var_u + noise_std^2),
+    exposure = |d| / sqrt(others * var_u + noise_std^2)
 
 the distance between the two hypotheses in units of the spread of what hides them
 (``others`` unknown records in the summed release, Gaussian noise of standard
