@@ -183,6 +183,7 @@ def test_dp_epsilon_is_opacus_accountants(q, steps):
     assert DPSGD(noise=0.0).epsilon(delta=1e-5) == math.inf
     p = d.privacy(delta=1e-5)
     assert p["accountant"] == "rdp" and p["epsilon"] == d.epsilon(delta=1e-5)
+    assert p["epsilon_replace"] == DPSGD(clip=1.0, noise=0.75).epsilon(delta=1e-5) > p["epsilon"]
 
 
 def test_dp_epsilon_sanity_value_from_the_literature():

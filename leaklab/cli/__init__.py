@@ -73,6 +73,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, DownloadError) as exc:
         print(f"leaklab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:      # the reader went away (``leaklab ... | head``): stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:       # a file that cannot be read or written
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"leaklab: error: {exc.strerror or exc}:{where}".rstrip(":"), file=sys.stderr)

@@ -79,7 +79,8 @@ def defense_json(defense, adaptive: bool, *, delta: float = 1e-5, steps: int = 1
     out = {"defense": d.config(), "adaptive": bool(adaptive)}
     if d.name == "dp":
         p = d.privacy(delta=delta, sample_rate=1.0, steps=steps)
-        out.update(epsilon=p["epsilon"], delta=p["delta"], accountant=p["accountant"])
+        out.update(epsilon=p["epsilon"], epsilon_replace=p["epsilon_replace"], delta=p["delta"],
+                   accountant=p["accountant"])
     return out
 
 

@@ -105,8 +105,9 @@ def cmd_game(args) -> int:
           f"{args.trials} trials, seed {args.seed}")
     if args.defense is not None:
         dj = defense_json(args.defense, args.adaptive, steps=max(args.rounds))
-        eps = f", epsilon {dj['epsilon']:.3g} at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} round(s), " \
-              f"sample rate 1)" if "epsilon" in dj else ""
+        eps = (f", epsilon {dj['epsilon']:.3g} (add/remove a record) or {dj['epsilon_replace']:.3g} (change one "
+               f"record, as this game does) at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} "
+               f"round(s), sample rate 1)") if "epsilon" in dj else ""
         print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} adversary{eps}")
     head = f"{'batch':>6} {'rounds':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8}"
     if baseline:

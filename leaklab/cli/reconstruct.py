@@ -159,7 +159,8 @@ def cmd_reconstruct(args) -> int:
           f"{args.trials} trials in {run.seconds:.1f} s ({summary['seconds_per_trial']:.2f} s per trial)")
     if args.defense is not None:
         dj = defense_json(args.defense, args.adaptive)
-        eps = f", epsilon {dj['epsilon']:.3g} at delta {dj['delta']:g} ({dj['accountant']})" if "epsilon" in dj else ""
+        eps = (f", epsilon {dj['epsilon']:.3g} (add/remove a record) or {dj['epsilon_replace']:.3g} (change one "
+               f"record) at delta {dj['delta']:g} ({dj['accountant']})") if "epsilon" in dj else ""
         print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} attack{eps}")
     many = args.batch_size > 1
     head = f"{'trial':>5}  {'PSNR dB':>8}  {'SSIM':>6}  {'MSE':>9}  {'labels':>6}"

@@ -219,7 +219,16 @@ class DPSGD(Defense):
 
     def privacy(self, *, delta: float = 1e-5, sample_rate: float = 1.0, steps: int = 1,
                 accountant: str = "rdp") -> dict:
-        """``epsilon`` with what it was computed from: a dict for result records and ``--json``."""
+        """``epsilon`` with what it was computed from: a dict for result records and ``--json``.
+
+        ``epsilon`` is for neighbouring datasets that differ by adding or removing one
+        record (Opacus's convention: the clipped sum moves by at most ``clip``).
+        ``epsilon_replace`` is for datasets that differ in one record's value, as in
+        the attribute game: the sum can move by ``2 clip``, which is the noise
+        multiplier halved.
+        """
         eps = self.epsilon(delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant)
-        return {"epsilon": eps, "delta": delta, "accountant": accountant, "sample_rate": sample_rate,
-                "steps": steps, "noise": self.noise}
+        half = DPSGD(clip=self.clip, noise=self.noise / 2)
+        rep = half.epsilon(delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant)
+        return {"epsilon": eps, "epsilon_replace": rep, "delta": delta, "accountant": accountant,
+                "sample_rate": sample_rate, "steps": steps, "noise": self.noise}
