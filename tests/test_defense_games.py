@@ -1,0 +1,97 @@
+"""Defended inference games, bounded on both sides.
+
+* a ceiling: under DP-SGD no adversary may beat the Gaussian-DP bound
+  ``Phi(sqrt(2R) / sigma)`` on the AUROC, and more noise must leak less;
+* a floor that is also a ceiling: a release independent of the data gives chance,
+  whichever adversary, static or adaptive;
+* adaptive adversaries, who know the defense, never do worse than static ones.
+
+The games are small (a 10-32-2 MLP on the diabetes table), so one CPU thread runs them
+fastest; the module switches torch to one thread and restores it afterwards.
+"""
+import math
+
+import pytest
+import torch
+from scipy.stats import norm
+
+from leaklab.games import play
+
+SIGMAS = (0.5, 1.0, 2.0, 4.0)
+DEFENSES = ("none", "prune:ratio=0.9", "sign", "noise:std=0.01", "dp:clip=1,noise=1",
+            "perturb:budget=0.5", "vib:beta=0.001")
+SHADOW = {"shadow_trials": 400}
+
+# The informed adversary, when adaptive, passes each candidate record's gradient (and each
+# auxiliary record's) through the whole of M, DP-SGD's noise included, so that its
+# candidate difference g(1) - g(0) is mostly noise (leaklab/games/adversaries.py, score:
+# kn.gradients(...) on single records): AUROC about 0.5 where the static one has 0.68.
+# Strict: once the adaptive informed adversary simulates M without drawing its noise,
+# these pass and the marks must go.
+_INFORMED_DP = pytest.mark.xfail(strict=True, reason="the adaptive informed adversary adds DP noise to its "
+                                 "own candidate gradients")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _play(adversary, defense, adaptive, *, batch_size=1, trials=300, seed=0):
+    return play("attribute", "diabetes", attribute="sex", adversary=adversary, batch_size=batch_size,
+                rounds=1, trials=trials, defense=defense, adaptive=adaptive, seed=seed, progress=False,
+                adversary_options=SHADOW if adversary == "shadow" else None).score()
+
+
+def dp_ceiling(sigma: float, rounds: int = 1) -> float:
+    """AUROC ceiling of attribute inference under DP-SGD with noise multiplier ``sigma``.
+
+    Changing one record's attribute moves the clipped sum by at most ``2C``; the noise has
+    standard deviation ``sigma * C``: each round is ``(2 / sigma)``-GDP, ``R`` rounds
+    ``(2 sqrt(R) / sigma)``-GDP, and a ``mu``-GDP mechanism allows AUROC at most ``Phi(mu / sqrt 2)``.
+    """
+    return float(norm.cdf(math.sqrt(2 * rounds) / sigma))
+
+
+def test_dp_ceiling_values():
+    assert dp_ceiling(1.0) == pytest.approx(0.9214, abs=1e-4)
+    assert dp_ceiling(4.0) < dp_ceiling(2.0) < dp_ceiling(1.0) < dp_ceiling(0.5) < 1
+
+
+@pytest.mark.parametrize("adaptive", [False, pytest.param(True, marks=_INFORMED_DP)], ids=["static", "adaptive"])
+def test_dp_sgd_stays_under_the_gdp_ceiling_and_leaks_less_with_more_noise(adaptive):
+    # diabetes, attribute sex, batch 1, one round, informed adversary: the strongest setting we have
+    scores = {s: _play("informed", f"dp:clip=1,noise={s}", adaptive, trials=1000) for s in SIGMAS}
+    for s, sc in scores.items():
+        assert sc.auroc_ci[0] <= dp_ceiling(s), (s, sc.auroc_ci, dp_ceiling(s))
+    aurocs = [scores[s].auroc for s in SIGMAS]
+    # the same seed draws the same secrets, batches and standard-normal noise at every sigma
+    # (common random numbers), so the comparison is far less noisy than separate CIs suggest
+    assert all(a > b for a, b in zip(aurocs, aurocs[1:])), aurocs
+    assert aurocs[0] > 0.6, "at sigma 0.5 the informed adversary should still see the attribute"
+
+
+@pytest.mark.parametrize("adversary", ["informed", "shadow"])
+@pytest.mark.parametrize("adaptive", [False, True], ids=["static", "adaptive"])
+def test_a_release_independent_of_the_data_gives_chance(adversary, adaptive):
+    sc = _play(adversary, "noise:std=10000", adaptive, trials=400, seed=3)
+    lo, hi = sc.auroc_ci
+    assert lo <= 0.5 <= hi, (adversary, adaptive, sc.auroc_ci)
+
+
+# Settings where a static adversary is not already perfect: the informed adversary at
+# batch 4 (at batch 1 it wins every trial for most defenses) and the shadow one at batch 1.
+_PAIRS = [pytest.param(adv, b, d, id=f"{adv}-b{b}-{d}",
+                       marks=_INFORMED_DP if (adv, d) == ("informed", "dp:clip=1,noise=1") else ())
+          for adv, b in (("informed", 4), ("shadow", 1)) for d in DEFENSES]
+
+
+@pytest.mark.parametrize("adversary, batch_size, defense", _PAIRS)
+def test_the_adaptive_adversary_is_never_worse_than_the_static_one(adversary, batch_size, defense):
+    static = _play(adversary, defense, False, batch_size=batch_size)
+    adaptive = _play(adversary, defense, True, batch_size=batch_size)
+    # same seed: the challenger's draws and releases are identical; only the adversary differs
+    assert adaptive.auroc >= static.auroc_ci[0], (static.auroc, static.auroc_ci, adaptive.auroc)
