@@ -93,12 +93,16 @@ def check_release(model: nn.Module, params: Mapping[str, torch.Tensor],
     for name, d in (("params", params), ("grads", grads)):
         if not isinstance(d, Mapping):
             raise TypeError(f"{name} must be a dict of tensors, got {type(d).__name__}")
+    from ..release import shared_names
+
     expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
-    for name, d in (("params", params), ("grads", grads)):
-        if set(d) != set(expected):
-            missing, extra = set(expected) - set(d), set(d) - set(expected)
+    shared = set(shared_names(model))
+    for name, d, want in (("params", params, set(expected)), ("grads", grads, shared)):
+        if set(d) != want:
+            missing, extra = want - set(d), set(d) - want
+            what = "parameters" if name == "params" else "shared (released) parameters"
             raise ValueError(
-                f"{name} must hold the model's parameters {sorted(expected)}; "
+                f"{name} must hold the model's {what} {sorted(want)}; "
                 f"missing {sorted(missing)}, unexpected {sorted(extra)}"
             )
     T = None
@@ -128,7 +132,8 @@ def _to_image(z: torch.Tensor, image_param: str) -> torch.Tensor:
 
 def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_size: int,
                        num_classes: int, joint_labels: bool, distance: str = "l2",
-                       tv: float = 0.0, image_param: str = "sigmoid") -> Callable:
+                       tv: float = 0.0, image_param: str = "sigmoid", defense=None,
+                       adaptive: bool = False) -> Callable:
     """The gradient-matching objective of a single problem, for ``torch.func`` transforms.
 
     Returns ``f(v, params, grads, y) -> loss`` where ``v`` is the flat vector of
@@ -137,34 +142,66 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
     ``joint_labels``), ``params``/``grads`` one trial's tensors and ``y`` the labels
     ``(batch_size,)`` (ignored with ``joint_labels``). The dummy batch's gradient is
     computed with ``torch.func.grad``, so ``grad(f)`` differentiates through it.
+    Only the parameters present in ``grads`` (the released ones) are compared.
+
+    ``defense`` is the defense ``M`` the release went through. A *static* attack
+    (``adaptive=False``) ignores it: it matches the plain cross-entropy gradient of
+    its dummy batch (a stochastic model-side defense is treated as deterministic,
+    in eval mode). An *adaptive* attack passes its dummy gradient through
+    ``defense.simulate`` (``M`` itself where it is differentiable, else a documented
+    surrogate), computes per-record gradients when ``M`` clips each record, and uses
+    the model's own objective (with its own random draws) for a model-side defense.
     """
+    import copy
+
+    from ..defenses import as_defense
+    from ..release import is_stochastic, objective_of
+
     check_choice("distance", distance, DISTANCES)
     check_choice("image_param", image_param, IMAGE_PARAMS)
+    defense = as_defense(defense)
     dist = DISTANCES[distance]
     n_img = batch_size * math.prod(input_shape)
+    use_objective = adaptive and defense.acts_on == "model"
+    per_sample = adaptive and defense.acts_on == "sample"
+    simulate = adaptive and defense.acts_on in ("sample", "batch")
+    if use_objective and joint_labels:
+        raise ValueError(f"an adaptive attack on the model-side defense {defense.name!r} matches the model's "
+                         "own objective, which needs labels: use labels='recover' (idlg, ig) or give them")
+    net = model if (use_objective or not is_stochastic(model)) else copy.deepcopy(model).eval()
+    objective = objective_of(net) if use_objective else None
 
     def f(v, p, g, y):
         x = _to_image(v[:n_img], image_param).reshape(batch_size, *input_shape)
-        if joint_labels:
-            soft = torch.softmax(v[n_img:].reshape(batch_size, num_classes), -1)
+        target = torch.softmax(v[n_img:].reshape(batch_size, num_classes), -1) if joint_labels else y
 
-            def loss(q):
-                out = functional_call(model, q, (x,))
-                return -(soft * torch.log_softmax(out, -1)).sum(-1).mean()
+        def loss(q, xb, tb):
+            if objective is not None:
+                return objective(q, xb, tb)
+            out = functional_call(net, q, (xb,))
+            if joint_labels:
+                return -(tb * torch.log_softmax(out, -1)).sum(-1).mean()
+            return F.cross_entropy(out, tb)
+
+        if per_sample:
+            gx = vmap(lambda xi, ti: grad(loss)(p, xi[None], ti[None]))(x, target)
         else:
-            def loss(q):
-                return F.cross_entropy(functional_call(model, q, (x,)), y)
-        d = dist(grad(loss)(p), g)
+            gx = grad(loss)(p, x, target)
+        gx = {k: gx[k] for k in g}
+        if simulate:
+            gx = defense.simulate(gx, g)
+        d = dist(gx, g)
         if tv:
             d = d + tv * total_variation(x)
         return d
 
+    f.randomness = "different" if (use_objective and is_stochastic(model)) else "error"
     return f
 
 
 def _batched(fn: Callable, params: Params, grads: Params, y: torch.Tensor) -> Callable:
     """``fg(v, idx)``: losses and gradients of the problems ``idx`` at ``v`` (rows of those problems)."""
-    vg = vmap(grad_and_value(fn), in_dims=(0, 0, 0, 0))
+    vg = vmap(grad_and_value(fn), in_dims=(0, 0, 0, 0), randomness=getattr(fn, "randomness", "error"))
 
     def fg(v: torch.Tensor, idx: torch.Tensor | None = None):
         if idx is None:
@@ -372,7 +409,8 @@ def _optimise(model, params, grads, *, threads, **kwargs):
 
 
 def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_size, device, seed, progress,
-                    labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name):
+                    labels, restarts, optimiser, distance, tv, image_param, init, opt_kwargs, name,
+                    defense=None, adaptive=False):
     T, input_shape, dev, model, params, grads, y, joint = _setup(
         model, params, grads, input_shape=input_shape, num_classes=num_classes,
         batch_size=batch_size, device=device, labels=labels)
@@ -388,7 +426,8 @@ def _optimise_inner(model, params, grads, *, input_shape, num_classes, batch_siz
         v0 = torch.cat([v0, torch.randn(T * R, dim - n_img, generator=gen).to(dev)], 1)
     rep = lambda t: t.repeat_interleave(R, dim=0)  # noqa: E731  (problem i*R + r: trial i, restart r)
     fn = matching_objective(model, input_shape=input_shape, batch_size=batch_size, num_classes=num_classes,
-                            joint_labels=joint, distance=distance, tv=tv, image_param=image_param)
+                            joint_labels=joint, distance=distance, tv=tv, image_param=image_param,
+                            defense=defense, adaptive=adaptive)
     fg = _batched(fn, {k: rep(v) for k, v in params.items()}, {k: rep(v) for k, v in grads.items()}, rep(y))
     if optimiser == "lbfgs":
         opt_kwargs = dict(opt_kwargs)
@@ -430,7 +469,7 @@ def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cla
         device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
         labels="auto", history: int = 50, image_param: str = "free", init: str = "uniform",
         distance: str = "l2", retries: int = 1, retry_above: float = 1e-6,
-        threads: int | None = 1) -> Reconstruction:
+        threads: int | None = 1, defense=None, adaptive: bool = False) -> Reconstruction:
     """Deep Leakage from Gradients over ``T`` trials at once (batched L-BFGS).
 
     ``params`` and ``grads`` map parameter names to ``(T, ...)`` tensors. See the
@@ -442,14 +481,15 @@ def dlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cla
     match) starts again from fresh noise, up to ``retries`` times, and the better
     of its runs is kept; only those problems are re-run. ``threads`` sets
     torch's CPU threads while the attack runs (see :func:`cpu_threads`; ``None``
-    leaves them alone).
+    leaves them alone). ``defense`` is the defense the release went through and
+    ``adaptive`` whether the attack simulates it (see :func:`matching_objective`).
     """
     return _optimise(model, params, grads, input_shape=input_shape, num_classes=num_classes,
                      batch_size=batch_size, device=device, seed=seed, progress=progress, labels=labels,
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
                      image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history, "retries": retries,
                                  "retry_above": float(retry_above)},
-                     name="dlg", threads=threads)
+                     name="dlg", threads=threads, defense=defense, adaptive=adaptive)
 
 
 @register_attack("idlg")
@@ -457,7 +497,7 @@ def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cl
          device=None, seed: int = 0, progress: bool = True, iters: int = 2000, restarts: int = 1,
          history: int = 50, image_param: str = "free", init: str = "uniform",
          distance: str = "l2", retries: int = 1, retry_above: float = 1e-6,
-        threads: int | None = 1) -> Reconstruction:
+        threads: int | None = 1, defense=None, adaptive: bool = False) -> Reconstruction:
     """iDLG: labels read off the output layer's gradient, then DLG on the inputs only.
 
     The labels are exact for a batch of one; for larger batches they come from the
@@ -469,14 +509,15 @@ def idlg(model: nn.Module, params: Params, grads: Params, *, input_shape, num_cl
                      restarts=restarts, optimiser="lbfgs", distance=distance, tv=0.0,
                      image_param=image_param, init=init, opt_kwargs={"iters": iters, "history": history, "retries": retries,
                                  "retry_above": float(retry_above)},
-                     name="idlg", threads=threads)
+                     name="idlg", threads=threads, defense=defense, adaptive=adaptive)
 
 
 @register_attack("ig")
 def ig(model: nn.Module, params: Params, grads: Params, *, input_shape, num_classes: int, batch_size: int,
        device=None, seed: int = 0, progress: bool = True, iters: int = 1000, restarts: int = 2,
        lr: float = 0.1, tv: float = 1e-4, signed: bool = True, labels="recover",
-       image_param: str = "clamp", init: str = "uniform", threads: int | None = 1) -> Reconstruction:
+       image_param: str = "clamp", init: str = "uniform", threads: int | None = 1, defense=None,
+       adaptive: bool = False) -> Reconstruction:
     """Inverting Gradients: cosine distance plus ``tv`` times total variation, Adam.
 
     The step size ``lr`` drops tenfold at 3/8, 5/8 and 7/8 of ``iters``; with
@@ -495,4 +536,4 @@ def ig(model: nn.Module, params: Params, grads: Params, *, input_shape, num_clas
                      image_param=image_param, init=init,
                      opt_kwargs={"iters": check_positive_int("iters", iters), "lr": float(lr),
                                  "signed": bool(signed)},
-                     name="ig", threads=threads)
+                     name="ig", threads=threads, defense=defense, adaptive=adaptive)

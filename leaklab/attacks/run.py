@@ -23,7 +23,7 @@ from torch import nn
 
 from .._checks import check_positive_int, check_tensor
 from ..data import Dataset, load_dataset
-from ..fl import batch_gradients
+from ..release import release
 from ..metrics.image import ImageScores, score_images
 from ..models import build_model
 from ..results import Record
@@ -116,7 +116,7 @@ class ReconstructionRun:
     def to_record(self) -> Record:
         """A :class:`leaklab.results.Record` holding the config, the per-trial numbers and the summary."""
         return Record(kind="reconstruction", config=self.config, seed=self.seed,
-                      numbers={"trials": self.trials(), "summary": self.summary()},
+                      numbers={"trials": self.trials(), "summary": self.summary(), **self.extra},
                       wall_time=self.seconds, device=self.device)
 
     def figure(self, max_trials: int = 8):
@@ -140,7 +140,7 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
                        images: torch.Tensor | None = None, num_classes: int | None = None,
                        batch_size: int = 1, trials: int = 8, iters: int | None = None, seed: int = 0,
                        device=None, progress: bool = True, model_options: dict | None = None,
-                       **attack_options) -> ReconstructionRun:
+                       defense=None, adaptive: bool = False, **attack_options) -> ReconstructionRun:
     """Attack ``trials`` independent FedSGD releases with the attack registered as ``attack``.
 
     The private batches come from ``dataset`` (a name or a :class:`~leaklab.data.Dataset`;
@@ -150,8 +150,24 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     name (a fresh initialisation per trial, options in ``model_options``) or an
     ``nn.Module`` whose current weights (e.g. trained ones) every trial shares.
     ``iters`` and ``attack_options`` go to the attack.
+
+    ``defense`` (a :class:`~leaklab.defenses.Defense`, a spec such as ``"prune:ratio=0.9"``,
+    or ``None``) is what every client applies on the release path (a model-side
+    defense such as VIB changes each trial's model); its noise is drawn from a
+    generator seeded by ``seed``. ``adaptive`` makes an optimisation attack (``dlg``,
+    ``idlg``, ``ig``) simulate the defense while it matches (see
+    :func:`leaklab.attacks.optimization.matching_objective`); a static attack ignores it.
     """
+    from ..defenses import as_defense
+
     fn = get_attack(attack)
+    defense = as_defense(defense)
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+    takes_defense = "defense" in inspect.signature(fn).parameters
+    if adaptive and not takes_defense:
+        raise ValueError(f"attack {attack!r} has no adaptive variant (it reads the release directly); "
+                         f"adaptive attacks: dlg, idlg, ig")
     check_positive_int("batch_size", batch_size)
     check_positive_int("trials", trials)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -186,17 +202,22 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     input_shape = tuple(xs.shape[2:])
     model_options = dict(model_options or {})
     if isinstance(model, nn.Module):
-        net = model.to(dev)
+        net = defense.wrap(model.to(dev))
         params = {k: v.detach().unsqueeze(0).expand(trials, *v.shape).clone() for k, v in net.named_parameters()}
         model_name = type(model).__name__
     else:
         seeds = torch.randint(2**31 - 1, (trials,), generator=gen).tolist()
         nets = [build_model(model, input_shape, num_classes, seed=s, **model_options) for s in seeds]
+        if defense.acts_on == "model":
+            nets = [defense.wrap(n, seed=s) for n, s in zip(nets, seeds)]
         net, params, model_name = nets[0].to(dev), stack_params(nets), model
     params = {k: v.to(dev) for k, v in params.items()}
     xs, ys = xs.to(dev), ys.to(dev)
-    grads = batch_gradients(net, xs, ys, params=params, params_batched=True)
+    noise = torch.Generator(device=dev).manual_seed(seed + 1)
+    grads = release(net, xs, ys, params=params, params_batched=True, defense=defense, generator=noise)
     kwargs = dict(attack_options)
+    if takes_defense:
+        kwargs.update(defense=defense, adaptive=adaptive)
     if iters is not None:
         if "iters" not in inspect.signature(fn).parameters:
             raise ValueError(f"attack {attack!r} takes no iters (it is not iterative)")
@@ -209,8 +230,12 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     config = {"attack": attack, "model": model_name, "model_options": model_options, "data": source,
               "input_shape": list(input_shape), "num_classes": num_classes, "batch_size": batch_size,
               "trials": trials, "iters": iters, "attack_options": {k: v for k, v in attack_options.items()
-                                                                  if isinstance(v, (int, float, str, bool))}}
+                                                                  if isinstance(v, (int, float, str, bool))},
+              "defense": defense.config(), "adaptive": adaptive}
+    extra = {}
+    if defense.name == "dp":    # one release of a batch that holds the record: sample rate 1, one step
+        extra["privacy"] = defense.privacy(delta=1e-5, sample_rate=1.0, steps=1)
     return ReconstructionRun(config=config, x=xs.cpu(), y=ys.cpu(), result=result,
                              scores=ImageScores(**{k: getattr(scores, k).cpu() for k in
                                                    ("mse", "psnr", "ssim", "label_accuracy", "perm", "x_hat")}),
-                             seconds=seconds, seed=seed, device=str(dev))
+                             seconds=seconds, seed=seed, device=str(dev), extra=extra)

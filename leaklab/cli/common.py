@@ -49,3 +49,35 @@ def int_list(text: str) -> list[int]:
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def defense_spec(text: str):
+    """A defense spelled ``NAME[:KEY=VALUE,...]`` (``dp:clip=1,noise=2``, ``prune:ratio=0.9``, ``sign``)."""
+    from ..defenses import parse_defense
+
+    try:
+        return parse_defense(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_defense_arguments(p) -> None:
+    """``--defense SPEC`` and ``--adaptive``, the same in every command that releases gradients."""
+    p.add_argument("--defense", type=defense_spec, default=None, metavar="SPEC",
+                   help="the defense every client applies, NAME[:KEY=VALUE,...], e.g. dp:clip=1,noise=2, "
+                        "prune:ratio=0.9, sign, noise:std=0.01, perturb:budget=0.5, vib:beta=0.01 "
+                        "(see 'leaklab defenses list'; default: none)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="the adversary knows the defense and simulates it (default: static, it ignores it)")
+
+
+def defense_json(defense, adaptive: bool, *, delta: float = 1e-5, steps: int = 1) -> dict:
+    """What ``--json`` says of the defense: its config, ``adaptive``, and for DP the privacy spent."""
+    from ..defenses import as_defense
+
+    d = as_defense(defense)
+    out = {"defense": d.config(), "adaptive": bool(adaptive)}
+    if d.name == "dp":
+        p = d.privacy(delta=delta, sample_rate=1.0, steps=steps)
+        out.update(epsilon=p["epsilon"], delta=p["delta"], accountant=p["accountant"])
+    return out

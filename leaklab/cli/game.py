@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import int_list, positive_int, print_json
+from .common import add_defense_arguments, defense_json, int_list, positive_int, print_json
 
 GAME_NAMES = ("attribute", "property", "distribution", "user")
 
@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="write DIR/game_<game>_<dataset>.png and .jsonl")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_defense_arguments(p)
     p.set_defaults(func=cmd_game)
 
 
@@ -48,7 +49,8 @@ def cmd_game(args) -> int:
     data = load_dataset(args.dataset)
     records = sweep(args.game, data, attribute=game.attribute, adversary=args.adversary,
                     batch_sizes=args.batch_size, rounds=args.rounds, trials=args.trials,
-                    seed=args.seed, device=device, progress=args.progress)
+                    seed=args.seed, device=device, progress=args.progress,
+                    defense=args.defense, adaptive=args.adaptive)
     results = [{
         "batch_size": r.config["batch_size"], "rounds": r.config["rounds"],
         "auroc": r.numbers["auroc"], "auroc_ci": list(r.numbers["auroc_ci"]),
@@ -56,7 +58,8 @@ def cmd_game(args) -> int:
     } for r in records]
     out = {"game": args.game, "dataset": info.name, "modality": info.modality,
            "attribute": game.attribute, "adversary": args.adversary, "trials": args.trials,
-           "seed": args.seed, "device": str(device), "results": results}
+           "seed": args.seed, "device": str(device),
+           **defense_json(args.defense, args.adaptive, steps=max(args.rounds)), "results": results}
     if args.out:
         import matplotlib
         matplotlib.use("Agg")
@@ -79,6 +82,11 @@ def cmd_game(args) -> int:
     what = f" ({game.attribute})" if game.attribute else ""
     print(f"{args.game} game{what} on {info.name} [{info.modality}], {args.adversary} adversary, "
           f"{args.trials} trials, seed {args.seed}")
+    if args.defense is not None:
+        dj = defense_json(args.defense, args.adaptive, steps=max(args.rounds))
+        eps = f", epsilon {dj['epsilon']:.3g} at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} round(s), " \
+              f"sample rate 1)" if "epsilon" in dj else ""
+        print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} adversary{eps}")
     print(f"{'batch':>6} {'rounds':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8}")
     for r in results:
         lo, hi = r["auroc_ci"]

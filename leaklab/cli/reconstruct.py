@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import positive_int, print_json
+from .common import add_defense_arguments, defense_json, positive_int, print_json
 
 
 def register(sub) -> None:
@@ -38,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--out", metavar="DIR", help="write a figure of inputs and reconstructions to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_defense_arguments(p)
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -104,7 +105,7 @@ def cmd_reconstruct(args) -> int:
     run = run_reconstruction(attack=args.attack, model=args.model, num_classes=args.num_classes,
                              batch_size=args.batch_size, trials=args.trials, iters=args.iters,
                              seed=args.seed, device=device, progress=not args.json and sys.stderr.isatty(),
-                             **source)
+                             defense=args.defense, adaptive=args.adaptive, **source)
     figure = None
     if args.out:
         import matplotlib
@@ -118,12 +119,17 @@ def cmd_reconstruct(args) -> int:
     if args.json:
         print_json(_jsonable({
             "attack": args.attack, "model": args.model, "config": run.config, "seed": args.seed,
-            "device": str(device), "seconds": run.seconds, "summary": summary, "trials": run.trials(),
+            "device": str(device), **defense_json(args.defense, args.adaptive),
+            "seconds": run.seconds, "summary": summary, "trials": run.trials(),
             "figure": None if figure is None else str(figure),
         }))
         return 0
     print(f"{args.attack} on {args.model}, {run.config['data']}, batch {args.batch_size}, "
           f"{args.trials} trials in {run.seconds:.1f} s ({summary['seconds_per_trial']:.2f} s per trial)")
+    if args.defense is not None:
+        dj = defense_json(args.defense, args.adaptive)
+        eps = f", epsilon {dj['epsilon']:.3g} at delta {dj['delta']:g} ({dj['accountant']})" if "epsilon" in dj else ""
+        print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} attack{eps}")
     print(f"{'trial':>5}  {'PSNR dB':>8}  {'SSIM':>6}  {'MSE':>9}  labels")
     for i, t in enumerate(run.trials()):
         print(f"{i:>5}  {t['psnr']:8.2f}  {t['ssim']:6.3f}  {t['mse']:9.2e}  {t['label_accuracy']:.2f}")

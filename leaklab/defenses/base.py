@@ -80,6 +80,14 @@ class Defense:
             return {k: v.mean(0) for k, v in grads.items()}
         return grads
 
+    def deterministic(self) -> Defense:
+        """``M`` without its random part (the same defense for a deterministic one).
+
+        An adaptive adversary uses it to estimate, noise-free, how the release's
+        expectation moves with the secret.
+        """
+        return self
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model a client trains under this defense (the model itself unless the defense is model-side)."""
         return model

@@ -118,6 +118,10 @@ class GaussianNoise(Defense):
         self.std = None if std is None else _number("std", std)
         self.rel = None if rel is None else _number("rel", rel)
 
+    def deterministic(self):
+        from .base import NoDefense
+        return NoDefense()
+
     def apply(self, grads, generator):
         if self.std is not None:
             return {k: v + self.std * randn_like(v, generator) for k, v in grads.items()}
@@ -145,6 +149,9 @@ class DPSGD(Defense):
     def __init__(self, *, clip: float = 1.0, noise: float = 1.0):
         self.clip = _number("clip", clip, low=0.0, low_open=True)
         self.noise = _number("noise", noise)
+
+    def deterministic(self):
+        return DPSGD(clip=self.clip, noise=0.0)
 
     def clipped(self, grads: dict[str, torch.Tensor], dims: int) -> dict[str, torch.Tensor]:
         """Each record's gradient scaled to norm at most ``clip`` (records: the first ``dims`` dimensions)."""

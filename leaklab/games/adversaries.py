@@ -92,8 +92,9 @@ class InformedAttributeAdversary(Adversary):
     records with that attribute value (exact for a coded attribute such as sex).
     """
 
-    def __init__(self, *, floor: float = 1e-4):
+    def __init__(self, *, floor: float = 1e-4, sims: int = 32):
         self.floor = float(floor)
+        self.sims = check_positive_int("sims", sims, minimum=2)
 
     def check(self, game, info):
         if game.name != "attribute":
@@ -119,15 +120,19 @@ class InformedAttributeAdversary(Adversary):
         kn = self.knowledge
         if obs.phi_x is None:
             raise ValueError("the informed adversary needs phi(z), the target's known features")
+        if kn.adaptive and kn.defense.name != "none":     # M acts on whole releases: simulate them
+            from .adaptive import simulated_informed_scores
+            return simulated_informed_scores(kn, obs, self.candidates, self.column, sims=self.sims,
+                                             generator=self.generator)
         T, B = obs.phi_x.shape[0], kn.batch_size
         K = self.candidates.shape[0]
         dev = kn.device
         cand = obs.phi_x[:, None, :].repeat(1, K, 1)                           # (T, K, F)
         cand[:, :, self.column] = self.candidates.to(dev)
         ys = obs.phi_y[:, None].expand(T, K).reshape(T * K, 1)
-        gc = _flat(kn.gradients(cand.reshape(T * K, 1, -1), ys, obs.params)).reshape(T, K, -1)
+        gc = _flat(kn.gradients(cand.reshape(T * K, 1, -1), ys, obs.params, defended=False)).reshape(T, K, -1)
         aux = kn.auxiliary
-        ga = _flat(kn.gradients(aux.x[:, None], aux.y[:, None], obs.params))   # (N, P) per record
+        ga = _flat(kn.gradients(aux.x[:, None], aux.y[:, None], obs.params, defended=False))   # (N, P) per record
         m = ga.mean(0)
         ga = ga - m
         others = kn.clients * B - 1                # unknown records in the (summed) release

@@ -169,15 +169,19 @@ class Knowledge:
         return not self.adaptive and self.defense.acts_on == "model"
 
     def gradients(self, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
-                  defended: bool | None = None, generator: torch.Generator | None = None) -> Params:
+                  defended: bool | None = None, generator: torch.Generator | None = None,
+                  defense=None) -> Params:
         """Simulate releases of whole batches ``xs (T, B, ...)`` at ``params`` (through ``M`` if adaptive).
 
         ``M`` acts on a whole release (``M`` of a mean is not the mean of ``M``): pass
-        whole simulated batches here, not single records, when ``defended``.
+        whole simulated batches here, not single records, when ``defended``. ``defense``
+        overrides which defense is simulated (e.g. ``M`` without its noise).
         """
         defended = self.adaptive if defended is None else defended
+        if defense is None:
+            defense = self.defense if defended else None
         return release_gradients(self.model, xs.to(self.device), ys.to(self.device), params, engine=self.engine,
-                                 defense=self.defense if defended else None, generator=generator,
+                                 defense=defense, generator=generator,
                                  static_objective=self.static)
 
 
