@@ -45,29 +45,34 @@ ENGINES = ("batched", "loop")
 # -- what the model is trained on, and what it shares ----------------------------------------------
 
 class _Objective(nn.Module):
-    """Calls ``model.objective(x, y)`` through ``forward`` so that ``functional_call`` can reach it."""
+    """Calls ``model.<method>(x, y)`` through ``forward`` so that ``functional_call`` can reach it."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, method: str = "objective"):
         super().__init__()
         self.m = model
+        self.method = method
 
     def forward(self, x, y):
-        return self.m.objective(x, y)
+        return getattr(self.m, self.method)(x, y)
 
 
-def objective_of(model: nn.Module, *, static: bool = False) -> Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]:
+def objective_of(model: nn.Module, *, static: bool = False,
+                 surrogate: bool = False) -> Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss of ``model`` as a function ``loss(params, x, y)`` of its parameters.
 
     A model that defines ``objective(x, y)`` (a model-side defense) is trained on it;
     any other on the cross-entropy of its logits. With ``static=True`` the model's
     own objective is ignored and cross-entropy on ``model(x)`` is used instead: what
-    an attacker who does not adapt to a model-side defense assumes.
+    an attacker who does not adapt to a model-side defense assumes. With
+    ``surrogate=True`` a model's ``surrogate_objective`` (a noise-free stand-in for a
+    stochastic objective) is used where it has one.
     """
     if static or not callable(getattr(model, "objective", None)):
         def loss(params, x, y):
             return F.cross_entropy(functional_call(model, params, (x,)), y)
         return loss
-    wrapper = _Objective(model)
+    method = "surrogate_objective" if surrogate and callable(getattr(model, "surrogate_objective", None)) else "objective"
+    wrapper = _Objective(model, method)
 
     def loss(params, x, y):
         return functional_call(wrapper, {f"m.{k}": v for k, v in params.items()}, (x, y))

@@ -25,6 +25,26 @@ def test_game_json_has_one_result_per_setting(capsys):
     assert doc["results"][0]["auroc"] > 0.9
 
 
+def test_attribute_json_and_table_carry_the_phi_baseline_beside_the_adversary(capsys):
+    code, out, err = run(["game", "attribute", "--dataset", "diabetes", "--batch-size", "1,16",
+                          "--adversary", "informed", "--trials", "200", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "phi" in doc["baseline"]
+    for r in doc["results"]:
+        lo, hi = r["baseline_auroc_ci"]
+        assert 0.6 < lo <= r["baseline_auroc"] <= hi < 1          # phi alone predicts sex
+        assert r["gain_over_phi"] == r["auroc"] - r["baseline_auroc"]
+    assert doc["results"][0]["gain_over_phi"] > 0.1                # batch 1: the gradient adds much
+    code, out, err = run(["game", "attribute", "--dataset", "diabetes", "--batch-size", "4",
+                          "--adversary", "combined", "--trials", "60"], capsys)
+    assert code == 0, err
+    assert "phi AUROC" in out and "gain" in out
+    code, out, err = run(["game", "property", "--dataset", "diabetes", "--trials", "40", "--json"], capsys)
+    assert code == 0, err
+    assert "baseline" not in json.loads(out) and "baseline_auroc" not in json.loads(out)["results"][0]
+
+
 def test_game_table_and_out_folder(tmp_path, capsys):
     code, out, err = run(["game", "property", "--dataset", "shapes", "--trials", "40", "--seed", "3",
                           "--out", str(tmp_path)], capsys)

@@ -113,8 +113,10 @@ def test_sweep_gives_one_record_per_setting_and_a_figure():
     (dict(game="attribute", dataset="diabetes", attribute="height"), "choose from: age, sex"),
     (dict(game="guess", dataset="diabetes"), "choose from: attribute, distribution, property, user"),
     (dict(game="property", dataset="diabetes", adversary="informed"), "informed adversary plays only"),
+    (dict(game="property", dataset="diabetes", adversary="phi"), "phi adversary plays only"),
+    (dict(game="attribute", dataset="shapes", adversary="combined"), "combined adversary needs the feature"),
     (dict(game="attribute", dataset="shapes", adversary="informed"), "use adversary 'shadow'"),
-    (dict(game="attribute", dataset="diabetes", adversary="oracle"), "choose from: informed, shadow"),
+    (dict(game="attribute", dataset="diabetes", adversary="oracle"), "choose from: combined, informed, phi, shadow"),
     (dict(game="attribute", dataset="diabetes", batch_size=0), "batch_size must be >= 1"),
     (dict(game="attribute", dataset="diabetes", engine="gpu"), "choose from: batched, loop"),
     (dict(game="user", dataset="shapes", attribute="colour"), "takes no attribute"),
@@ -134,7 +136,7 @@ def test_a_defense_that_releases_nan_is_refused():
 
 
 def test_registries_list_the_adversaries():
-    assert list_adversaries() == ["informed", "shadow"]
+    assert list_adversaries() == ["combined", "informed", "phi", "shadow"]
 
 
 def test_secure_sum_over_clients_is_like_a_larger_batch():

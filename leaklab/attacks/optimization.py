@@ -150,7 +150,8 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
     in eval mode). An *adaptive* attack passes its dummy gradient through
     ``defense.simulate`` (``M`` itself where it is differentiable, else a documented
     surrogate), computes per-record gradients when ``M`` clips each record, and uses
-    the model's own objective (with its own random draws) for a model-side defense.
+    the model's own objective for a model-side defense (its noise-free
+    ``surrogate_objective`` where it has one, else with its own random draws).
     """
     import copy
 
@@ -169,7 +170,13 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
         raise ValueError(f"an adaptive attack on the model-side defense {defense.name!r} matches the model's "
                          "own objective, which needs labels: use labels='recover' (idlg, ig) or give them")
     net = model if (use_objective or not is_stochastic(model)) else copy.deepcopy(model).eval()
-    objective = objective_of(net) if use_objective else None
+    objective = objective_of(net, surrogate=True) if use_objective else None
+    stochastic = use_objective and is_stochastic(model) and not callable(getattr(model, "surrogate_objective", None))
+    if per_sample and batch_size == 1:     # one record: its gradient is the batch gradient
+        per_sample = False
+        simulate_one = True
+    else:
+        simulate_one = False
 
     def f(v, p, g, y):
         x = _to_image(v[:n_img], image_param).reshape(batch_size, *input_shape)
@@ -188,6 +195,8 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
         else:
             gx = grad(loss)(p, x, target)
         gx = {k: gx[k] for k in g}
+        if simulate_one:
+            gx = {k: v[None] for k, v in gx.items()}
         if simulate:
             gx = defense.simulate(gx, g)
         d = dist(gx, g)
@@ -195,7 +204,7 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
             d = d + tv * total_variation(x)
         return d
 
-    f.randomness = "different" if (use_objective and is_stochastic(model)) else "error"
+    f.randomness = "different" if stochastic else "error"
     return f
 
 

@@ -21,9 +21,11 @@ def register(sub) -> None:
                    help="batch sizes, comma-separated (default 1)")
     p.add_argument("--rounds", type=int_list, default=[1], metavar="LIST",
                    help="numbers of observed rounds, comma-separated (default 1)")
-    p.add_argument("--adversary", choices=("informed", "shadow"), default="shadow",
+    p.add_argument("--adversary", choices=("informed", "combined", "phi", "shadow"), default="shadow",
                    help="informed: knows the target's other features (attribute game, tabular data); "
-                        "shadow: a classifier trained on simulated gradients (default)")
+                        "phi: those features alone, no gradient (the baseline); combined: informed "
+                        "with the phi baseline as its prior; shadow: a classifier trained on "
+                        "simulated gradients (default)")
     p.add_argument("--trials", type=positive_int, default=500, help="independent trials per setting (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
@@ -51,15 +53,25 @@ def cmd_game(args) -> int:
                     batch_sizes=args.batch_size, rounds=args.rounds, trials=args.trials,
                     seed=args.seed, device=device, progress=args.progress,
                     defense=args.defense, adaptive=args.adaptive)
-    results = [{
-        "batch_size": r.config["batch_size"], "rounds": r.config["rounds"],
-        "auroc": r.numbers["auroc"], "auroc_ci": list(r.numbers["auroc_ci"]),
-        "accuracy": r.numbers["accuracy"], "advantage": r.numbers["advantage"],
-    } for r in records]
+    results = []
+    for r in records:
+        row = {"batch_size": r.config["batch_size"], "rounds": r.config["rounds"],
+               "auroc": r.numbers["auroc"], "auroc_ci": list(r.numbers["auroc_ci"]),
+               "accuracy": r.numbers["accuracy"], "advantage": r.numbers["advantage"]}
+        if "baseline_auroc" in r.numbers:
+            row.update(baseline_auroc=r.numbers["baseline_auroc"],
+                       baseline_auroc_ci=list(r.numbers["baseline_auroc_ci"]),
+                       baseline_accuracy=r.numbers["baseline_accuracy"],
+                       gain_over_phi=r.numbers["gain_over_phi"])
+        results.append(row)
+    baseline = any("baseline_auroc" in r for r in results)
     out = {"game": args.game, "dataset": info.name, "modality": info.modality,
            "attribute": game.attribute, "adversary": args.adversary, "trials": args.trials,
            "seed": args.seed, "device": str(device),
            **defense_json(args.defense, args.adaptive, steps=max(args.rounds)), "results": results}
+    if baseline:
+        out["baseline"] = ("phi: the target's other features and label alone, no gradient "
+                           "(a classifier fitted on the auxiliary records); leakage is the gain over it")
     if args.out:
         import matplotlib
         matplotlib.use("Agg")
@@ -87,10 +99,20 @@ def cmd_game(args) -> int:
         eps = f", epsilon {dj['epsilon']:.3g} at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} round(s), " \
               f"sample rate 1)" if "epsilon" in dj else ""
         print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} adversary{eps}")
-    print(f"{'batch':>6} {'rounds':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8}")
+    head = f"{'batch':>6} {'rounds':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8}"
+    if baseline:
+        head += f"  {'phi AUROC':>9}  {'95% CI':<15} {'gain':>6}"
+    print(head)
     for r in results:
         lo, hi = r["auroc_ci"]
-        print(f"{r['batch_size']:>6} {r['rounds']:>6} {r['auroc']:>7.3f}  [{lo:.3f}, {hi:.3f}] {r['accuracy']:>8.3f}")
+        line = f"{r['batch_size']:>6} {r['rounds']:>6} {r['auroc']:>7.3f}  [{lo:.3f}, {hi:.3f}] {r['accuracy']:>8.3f}"
+        if "baseline_auroc" in r:
+            blo, bhi = r["baseline_auroc_ci"]
+            line += f"  {r['baseline_auroc']:>9.3f}  [{blo:.3f}, {bhi:.3f}] {r['gain_over_phi']:>+6.3f}"
+        print(line)
+    if baseline:
+        print("phi AUROC: the target's other features and label alone (no gradient); "
+              "gain: AUROC minus phi AUROC, the leakage of the release")
     for f in out.get("files", []):
         print(f"wrote {f}")
     return 0

@@ -43,13 +43,16 @@ class Prune(Defense):
 
     Acts on the batch gradient. Exactly ``floor(ratio * n)`` entries of a tensor of
     ``n`` entries are zeroed (ties broken by position), the rest released as they
-    are (DLG's defense; the form GradAttack and GGL use).
+    are (DLG's defense; the form GradAttack and GGL use). An adaptive attack
+    matches its dummy gradient on the released support and soft-thresholds the other
+    entries, ``sign(g) max(|g| - tau, 0)`` with ``tau`` the smallest magnitude the release
+    kept: a pruned entry says its value was small, and the true input still matches exactly.
     """
 
     acts_on = "batch"
     keys = {"ratio": "share of entries zeroed in each tensor, in [0, 1)"}
-    adaptive_note = ("matches only the released (unpruned) entries: the dummy gradient is masked "
-                     "where the release is zero")
+    adaptive_note = ("matches the released entries exactly and pushes the pruned ones below the release's "
+                     "threshold (soft-thresholding at the smallest magnitude kept)")
 
     def __init__(self, *, ratio: float = 0.9):
         self.ratio = _number("ratio", ratio, high=0.999999)
@@ -69,7 +72,17 @@ class Prune(Defense):
         return out
 
     def simulate(self, grads, released):
-        return {k: v * (released[k] != 0) for k, v in grads.items()}
+        # on the released support the entry itself; elsewhere soft-thresholding at the smallest magnitude
+        # the release kept, which is zero for every value pruning would have zeroed (the truth matches exactly)
+        out = {}
+        for k, v in grads.items():            # no data-dependent branches: this runs under vmap
+            r = released[k]
+            kept = r != 0
+            tau = torch.where(kept, r.abs(), torch.full_like(r, math.inf)).amin()
+            tau = torch.where(torch.isfinite(tau), tau, torch.zeros_like(tau))
+            shrunk = torch.sign(v) * (v.abs() - tau).clamp_min(0.0)      # zero while |v| <= tau
+            out[k] = torch.where(kept, v, shrunk)
+        return out
 
 
 @register_defense("sign")

@@ -71,8 +71,16 @@ class VIBModel(nn.Module):
     def objective(self, x, y):
         mu, std = self._code(x)
         z = mu + std * torch.randn_like(std)
-        kl = 0.5 * (mu.pow(2) + std.pow(2) - 1.0 - 2.0 * std.log()).sum(-1).mean()
-        return F.cross_entropy(self.decoder(z), y) + self.beta * kl
+        return F.cross_entropy(self.decoder(z), y) + self.beta * self._kl(mu, std)
+
+    def surrogate_objective(self, x, y):
+        """The objective with the code at its mean: a noise-free stand-in an adaptive attacker can match."""
+        mu, std = self._code(x)
+        return F.cross_entropy(self.decoder(mu), y) + self.beta * self._kl(mu, std)
+
+    @staticmethod
+    def _kl(mu, std):
+        return 0.5 * (mu.pow(2) + std.pow(2) - 1.0 - 2.0 * std.log()).sum(-1).mean()
 
 
 @register_defense("vib")
@@ -82,12 +90,14 @@ class VIB(Defense):
     :meth:`wrap` turns a classifier into a :class:`VIBModel` (new, seeded bottleneck
     weights); the release is the gradient of its stochastic objective. A static
     attacker treats the bottleneck as a deterministic layer (its mean) and matches
-    cross-entropy gradients; an adaptive one uses the VIB objective with its own samples.
+    cross-entropy gradients; an adaptive one uses the VIB objective (with the code at its
+    mean when it matches gradients, with its own samples when it simulates releases).
     """
 
     acts_on = "model"
     keys = {"beta": "weight of the KL term", "size": "units of the stochastic code"}
-    adaptive_note = "matches gradients of the VIB objective, drawing its own samples of the code"
+    adaptive_note = ("matches gradients of the VIB objective (reconstruction: with the code at its mean, a "
+                     "noise-free surrogate; games: simulating releases with their own samples)")
 
     def __init__(self, *, beta: float = 1e-3, size: int = 256):
         self.beta = _number("beta", beta)

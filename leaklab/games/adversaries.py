@@ -6,16 +6,29 @@
   gradient is closer to, after removing the expected contribution of the unknown
   rest of the batch. Under a Gaussian model of that rest, the score is a
   log-likelihood ratio, so scores of several rounds add up.
+* ``phi`` — the imputation baseline of Jayaraman & Evans (2022), "Are Attribute
+  Inference Attacks Just Imputation?": it ignores the gradients and predicts the
+  sensitive attribute from ``phi(z)`` alone (the target's other features and its
+  label) with a classifier fitted on the auxiliary records. Whatever it reaches is
+  known without any release; the leakage of a release is the gain over it.
+* ``combined`` — ``phi(z)`` and the gradients together: the informed adversary's
+  log-likelihood ratio plus the ``phi``-only log-odds as the prior (Bayes' rule).
 * ``shadow`` — any game. The adversary simulates the game on its auxiliary data at
   the same parameters ``theta`` (through the defense ``M`` when adaptive), and trains
   a logistic regression from standardised flattened gradients to the secret. Its
   log-odds (log-probabilities for more than two values) are summed over rounds.
 
 Each adversary scores all ``T`` trials of a round at once and returns ``(T,)``
-log-odds of secret value 1, or ``(T, K)`` scores for ``K > 2`` values.
+log-odds of secret value 1, or ``(T, K)`` log-posteriors (a log-softmax over the
+values) for ``K > 2`` values. Per-round scores are evidence that adds up over rounds:
+a log-likelihood ratio (two values) or a log-likelihood up to a per-trial constant
+(more values, which :meth:`~leaklab.games.GameResult.scores` normalises again after
+summing). An adversary whose score includes a prior (``phi``, ``combined``) adds it in
+the first observed round only, so that it is counted once.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -27,7 +40,8 @@ from ..fl import flatten
 from .games import Game
 from .protocol import Knowledge, Observation
 
-__all__ = ["Adversary", "InformedAttributeAdversary", "ShadowAdversary", "register_adversary",
+__all__ = ["Adversary", "InformedAttributeAdversary", "PhiAdversary", "CombinedAdversary",
+           "ShadowAdversary", "register_adversary",
            "make_adversary", "list_adversaries"]
 
 
@@ -74,6 +88,19 @@ def _flat(grads) -> torch.Tensor:
     return flatten(grads, batch_dims=1).double()
 
 
+def _check_tabular_attribute(name: str, game, info) -> None:
+    """Raise unless ``game`` is the attribute game on a dataset that declares the attribute's column."""
+    if game.name != "attribute":
+        raise ValueError(f"the {name} adversary plays only the attribute game, not {game.name!r}; "
+                         "use adversary 'shadow'")
+    if game.attribute not in info.attribute_features or len(info.input_shape) != 1:
+        have = [k for k in info.attribute_features] if len(info.input_shape) == 1 else []
+        raise ValueError(
+            f"the {name} adversary needs the feature column of attribute {game.attribute!r}, "
+            f"which dataset {info.name!r} does not declare (attributes with a column: "
+            f"{', '.join(have) or 'none'}); use adversary 'shadow'")
+
+
 @register_adversary("informed")
 class InformedAttributeAdversary(Adversary):
     """Attribute inference by gradient matching, knowing the target's other features and label.
@@ -87,8 +114,10 @@ class InformedAttributeAdversary(Adversary):
     of the auxiliary gradients along ``u`` (a Gaussian log-likelihood ratio). Under
     secure aggregation over ``c`` clients the release is a sum of ``c`` such means, and
     ``k - 1`` becomes ``c k - 1``. With more
-    values, each value scores ``-|r - g(s)|^2 / (2 sigma^2)`` with an isotropic
-    ``sigma^2``. The candidate value of the feature is its mean among the auxiliary
+    values, each value has the log-likelihood ``-|r - g(s)|^2 / (2 sigma^2)`` with an
+    isotropic ``sigma^2``, and the score is the log-posterior under a uniform prior,
+    the log-softmax of these over the values (so that one-vs-rest AUROC ranks trials
+    by posterior, not by an unnormalised likelihood). The candidate value of the feature is its mean among the auxiliary
     records with that attribute value (exact for a coded attribute such as sex).
     """
 
@@ -97,15 +126,7 @@ class InformedAttributeAdversary(Adversary):
         self.sims = check_positive_int("sims", sims, minimum=2)
 
     def check(self, game, info):
-        if game.name != "attribute":
-            raise ValueError(f"the informed adversary plays only the attribute game, not {game.name!r}; "
-                             "use adversary 'shadow'")
-        if game.attribute not in info.attribute_features or len(info.input_shape) != 1:
-            have = [k for k in info.attribute_features] if len(info.input_shape) == 1 else []
-            raise ValueError(
-                f"the informed adversary needs the feature column of attribute {game.attribute!r}, "
-                f"which dataset {info.name!r} does not declare (attributes with a column: "
-                f"{', '.join(have) or 'none'}); use adversary 'shadow'")
+        _check_tabular_attribute(self.name or "informed", game, info)
 
     def prepare(self, knowledge, *, seed=0):
         super().prepare(knowledge, seed=seed)
@@ -146,7 +167,120 @@ class InformedAttributeAdversary(Adversary):
             sigma2 = others * var + self.floor * nd**2
             return (nd * proj / sigma2).cpu()
         sigma2 = others * ga.pow(2).mean() + self.floor * gc.pow(2).sum(-1).mean()
-        return (-(r[:, None, :] - gc).pow(2).sum(-1) / (2 * sigma2)).cpu()
+        loglik = -(r[:, None, :] - gc).pow(2).sum(-1) / (2 * sigma2)
+        return torch.log_softmax(loglik, dim=1).cpu()
+
+
+def _phi_features(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:
+    """The classifier's input: the known features and a one-hot label."""
+    onehot = torch.nn.functional.one_hot(y.long().cpu(), num_classes).double()
+    return torch.cat([x.detach().cpu().double(), onehot], 1).numpy()
+
+
+@register_adversary("phi")
+class PhiAdversary(Adversary):
+    """The imputation baseline: the attribute from ``phi(z)`` alone, no gradient.
+
+    Jayaraman & Evans (2022) ask whether attribute inference attacks do better than
+    *imputation*, predicting the attribute from what the adversary already knows
+    about the target. This adversary is that imputation: it fits a scikit-learn
+    ``LogisticRegression`` (inverse regularisation ``C``, standardised inputs) from
+    the auxiliary records' other features (the sensitive column blanked, as in
+    ``phi``) and one-hot label to their attribute, and scores each target by the
+    log-odds of ``P(a | phi(z))``. The game draws secrets uniformly, so the
+    auxiliary data's base rate is taken out: the score is ``log P(phi | a = 1) /
+    P(phi | a = 0)`` (log-posteriors over the values for ``K > 2``). The score comes
+    in the first observed round; later rounds add nothing.
+    """
+
+    def __init__(self, *, C: float = 1.0, max_iter: int = 1000):
+        if not C > 0:
+            raise ValueError(f"C must be > 0, got {C}")
+        self.C = float(C)
+        self.max_iter = check_positive_int("max_iter", max_iter)
+
+    def check(self, game, info):
+        _check_tabular_attribute(self.name or "phi", game, info)
+
+    def prepare(self, knowledge, *, seed=0):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        super().prepare(knowledge, seed=seed)
+        aux, game = knowledge.auxiliary, knowledge.game
+        self.column = aux.info.attribute_features[game.attribute]
+        self.num_classes = aux.info.num_classes
+        K = len(knowledge.secret_names)
+        codes = aux.attributes[game.attribute].cpu().numpy()
+        x = aux.x.clone()
+        x[:, self.column] = 0.0                      # as in phi: the sensitive feature is unknown
+        present = np.unique(codes)
+        self.K = K
+        if present.size < 2:
+            raise ValueError(f"the auxiliary data holds only {game.attribute} value(s) {present.tolist()}; "
+                             "the phi adversary needs at least two")
+        self.clf = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter))
+        self.clf.fit(_phi_features(x, aux.y, self.num_classes), codes)
+        counts = np.bincount(codes, minlength=K).astype(np.float64)
+        self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())
+
+    def log_posterior(self, phi_x: torch.Tensor, phi_y: torch.Tensor) -> torch.Tensor:
+        """``(T, K)`` log-posteriors of the secret given ``phi`` under the game's uniform prior."""
+        f = _phi_features(phi_x, phi_y, self.num_classes)
+        logp = np.full((f.shape[0], self.K), -50.0)
+        classes = self.clf.classes_
+        logp[:, classes] = np.log(np.maximum(self.clf.predict_proba(f), math.exp(-50.0))) - self.log_prior[classes]
+        return torch.log_softmax(torch.from_numpy(logp), dim=1)
+
+    def prior_scores(self, obs: Observation) -> torch.Tensor:
+        """The ``phi``-only score of the trials: ``(T,)`` log-odds or ``(T, K)`` log-posteriors."""
+        if obs.phi_x is None or obs.phi_y is None:
+            raise ValueError(f"the {self.name} adversary needs phi(z), the target's known features and label")
+        lp = self.log_posterior(obs.phi_x, obs.phi_y)
+        return lp[:, 1] - lp[:, 0] if self.K == 2 else lp
+
+    def score(self, obs):
+        s = self.prior_scores(obs)
+        if obs.round == 1:
+            return s
+        # no new evidence after the first round: zero log-odds, or a uniform posterior
+        return torch.zeros_like(s) if self.K == 2 else torch.full_like(s, -math.log(self.K))
+
+
+@register_adversary("combined")
+class CombinedAdversary(Adversary):
+    """``phi(z)`` and the gradients: the informed log-likelihood ratio plus the ``phi`` log-odds.
+
+    The informed adversary's score is a log-likelihood ratio of the release given the
+    secret and ``phi(z)``, ``log p(g | a = 1, phi) / p(g | a = 0, phi)``; the ``phi``
+    adversary's score is the log-odds of the secret given ``phi(z)`` alone. By Bayes'
+    rule their sum is the log-odds of the secret given both, ``log P(a = 1 | g, phi) /
+    P(a = 0 | g, phi)``, so the prior enters once (first observed round) and every
+    round adds its likelihood ratio. For ``K > 2`` values the same holds for
+    log-likelihoods, normalised by a log-softmax. The sum is exact when the
+    likelihood model is; the informed one is a Gaussian approximation.
+    ``floor`` goes to the informed part, ``C`` to the ``phi`` part.
+    """
+
+    def __init__(self, *, floor: float = 1e-4, C: float = 1.0):
+        self.informed = InformedAttributeAdversary(floor=floor)
+        self.phi = PhiAdversary(C=C)
+
+    def check(self, game, info):
+        _check_tabular_attribute(self.name or "combined", game, info)
+
+    def prepare(self, knowledge, *, seed=0):
+        super().prepare(knowledge, seed=seed)
+        self.informed.prepare(knowledge, seed=seed)
+        self.phi.prepare(knowledge, seed=seed)
+
+    def score(self, obs):
+        g = self.informed.score(obs).double()
+        if obs.round != 1:
+            return g
+        p = self.phi.prior_scores(obs).double()
+        return g + p if g.ndim == 1 else torch.log_softmax(g + p, dim=1)
 
 
 @register_adversary("shadow")
@@ -201,5 +335,5 @@ class ShadowAdversary(Adversary):
         if K == 2:
             return torch.from_numpy(clf.decision_function(x))
         logp = np.full((x.shape[0], K), -50.0)
-        logp[:, clf.classes_] = np.maximum(clf.predict_log_proba(x), -50.0)
-        return torch.from_numpy(logp)
+        logp[:, clf.classes_] = np.log(np.maximum(clf.predict_proba(x), math.exp(-50.0)))
+        return torch.log_softmax(torch.from_numpy(logp), dim=1)

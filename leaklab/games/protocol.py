@@ -207,8 +207,15 @@ class GameResult:
     """Secrets and the adversary's per-round scores over ``T`` trials of one setting.
 
     ``round_scores`` has shape ``(R, T)`` (log-odds of secret value 1) or ``(R, T, K)``
-    (a score per secret value); the evidence after ``r`` observed rounds is the sum of
-    the first ``r`` rows.
+    (log-posteriors per secret value); the evidence after ``r`` observed rounds is the
+    sum of the first ``r`` rows (for ``K > 2`` values normalised again by a log-softmax,
+    so that it is a log-posterior).
+
+    In the attribute game on tabular data, ``baseline_scores`` holds the scores of the
+    ``phi``-only adversary (:class:`~leaklab.games.PhiAdversary`) on the same trials:
+    what the auxiliary information about the target reveals without any release.
+    :attr:`baseline` scores it; the leakage of the release is the gain over it,
+    ``score().auroc - baseline.auroc``. It is ``None`` where there is no ``phi``.
     """
 
     game: str
@@ -225,6 +232,7 @@ class GameResult:
     config: dict = field(default_factory=dict)
     wall_time: float = 0.0
     device: str = "cpu"
+    baseline_scores: np.ndarray | None = None
 
     @property
     def rounds(self) -> int:
@@ -239,27 +247,60 @@ class GameResult:
         r = self.rounds if rounds is None else check_positive_int("rounds", rounds)
         if r > self.rounds:
             raise ValueError(f"rounds must be at most {self.rounds} (the rounds played), got {r}")
-        return self.round_scores[:r].sum(0)
+        total = self.round_scores[:r].sum(0)
+        if total.ndim == 2:
+            total = total - _logsumexp(total)
+        return total
 
     def score(self, rounds: int | None = None, *, level: float = 0.95) -> InferenceScore:
         """AUROC with its confidence interval, accuracy and advantage after ``rounds`` rounds."""
         return score_guesses(self.secret, self.scores(rounds), level=level, seed=self.seed)
 
+    def baseline_score(self, *, level: float = 0.95) -> InferenceScore | None:
+        """The ``phi``-only adversary's score on the same trials (``None`` where there is no ``phi``)."""
+        if self.baseline_scores is None:
+            return None
+        return score_guesses(self.secret, self.baseline_scores, level=level, seed=self.seed)
+
+    @property
+    def baseline(self) -> InferenceScore | None:
+        """:meth:`baseline_score` at the 95% level: what ``phi(z)`` alone reveals."""
+        return self.baseline_score()
+
     def record(self, rounds: int | None = None) -> Record:
-        """A :class:`~leaklab.results.Record` of the setting after ``rounds`` observed rounds."""
+        """A :class:`~leaklab.results.Record` of the setting after ``rounds`` observed rounds.
+
+        Its ``numbers`` hold the adversary's score and, where there is a ``phi``
+        baseline, ``baseline_auroc``, ``baseline_auroc_ci``, ``baseline_accuracy`` and
+        ``gain_over_phi`` (the AUROC minus the baseline AUROC).
+        """
         r = self.rounds if rounds is None else rounds
         config = {"game": self.game, "dataset": self.dataset, "modality": self.modality,
                   "attribute": self.attribute, "adversary": self.adversary, "adaptive": self.adaptive,
                   "batch_size": self.batch_size, "rounds": r, "trials": self.trials, **self.config}
+        s = self.score(r)
+        numbers = s.to_dict()
+        b = self.baseline
+        if b is not None:
+            numbers.update(baseline_auroc=b.auroc, baseline_auroc_ci=list(b.auroc_ci),
+                           baseline_accuracy=b.accuracy, gain_over_phi=s.auroc - b.auroc)
         return Record(kind=f"game/{self.game}", config=config, seed=self.seed,
-                      numbers=self.score(r).to_dict(), wall_time=self.wall_time, device=self.device)
+                      numbers=numbers, wall_time=self.wall_time, device=self.device)
 
     def __repr__(self) -> str:
         s = self.score()
         lo, hi = s.auroc_ci
+        b = self.baseline
+        base = "" if b is None else (f"; phi alone AUROC {b.auroc:.3f} [{b.auroc_ci[0]:.3f}, "
+                                     f"{b.auroc_ci[1]:.3f}], gain over phi {s.auroc - b.auroc:+.3f}")
         return (f"GameResult({self.game} on {self.dataset}, adversary={self.adversary}, "
                 f"batch_size={self.batch_size}, rounds={self.rounds}, trials={self.trials}: "
-                f"AUROC {s.auroc:.3f} [{lo:.3f}, {hi:.3f}], accuracy {s.accuracy:.3f})")
+                f"AUROC {s.auroc:.3f} [{lo:.3f}, {hi:.3f}], accuracy {s.accuracy:.3f}{base})")
+
+
+def _logsumexp(s: np.ndarray) -> np.ndarray:
+    m = s.max(-1, keepdims=True)
+    return m + np.log(np.exp(s - m).sum(-1, keepdims=True))
 
 
 #: The default architecture for each modality (small, so that CPU runs stay short).
@@ -287,6 +328,19 @@ def _phi(game: Game, pool: Dataset, trials: Trials) -> tuple[torch.Tensor | None
     x = pool.x[trials.target].clone()
     x[:, col] = 0.0                     # the adversary does not know the sensitive feature
     return x, pool.y[trials.target]
+
+
+def _phi_baseline(knowledge: Knowledge, phi_x: torch.Tensor | None,
+                  phi_y: torch.Tensor | None, seed: int) -> np.ndarray | None:
+    """The ``phi``-only adversary's scores of the trials (``None`` when there is no ``phi``)."""
+    if phi_x is None or knowledge.game.name != "attribute":
+        return None
+    from .adversaries import make_adversary
+
+    base = make_adversary("phi")
+    base.prepare(knowledge, seed=seed)
+    s = base.score(Observation(1, {}, {}, phi_x, phi_y))
+    return np.asarray(s.detach().cpu().double())
 
 
 def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
@@ -411,4 +465,5 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         adversary=adv.name, adaptive=adaptive, batch_size=batch_size,
         secret=tr.secret.numpy(), round_scores=np.stack(per_round), secret_names=names, seed=seed,
         config=config, wall_time=time.perf_counter() - t0, device=str(dev),
+        baseline_scores=_phi_baseline(knowledge, phi_x, phi_y, seed + 1),
     )

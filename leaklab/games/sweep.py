@@ -27,7 +27,9 @@ def sweep(game: str, dataset, *, batch_sizes: Sequence[int] = (1, 4, 16), rounds
     ``r`` rounds uses the first ``r`` rounds of the same trials. ``options`` go to
     :func:`~leaklab.games.play`. Returns one :class:`~leaklab.results.Record` per
     (batch size, rounds), with ``numbers`` holding ``auroc``, ``auroc_ci``,
-    ``accuracy``, ``advantage``.
+    ``accuracy``, ``advantage``, and in the attribute game on tabular data the
+    ``phi``-only baseline on the same trials (``baseline_auroc``,
+    ``baseline_auroc_ci``, ``baseline_accuracy``, ``gain_over_phi``).
     """
     from tqdm.auto import tqdm
 
@@ -41,7 +43,12 @@ def sweep(game: str, dataset, *, batch_sizes: Sequence[int] = (1, 4, 16), rounds
 
 
 def plot_sweep(records: Sequence[Record], *, ax=None, title: str | None = None):
-    """AUROC (with its confidence interval) against batch size, one line per number of rounds."""
+    """AUROC (with its confidence interval) against batch size, one line per number of rounds.
+
+    Where the records carry the ``phi``-only baseline (attribute game on tabular
+    data), it is drawn as a dash-dotted black line with its confidence band: the release leaks
+    only where the adversary's AUROC rises above it, not above 0.5.
+    """
     import matplotlib.pyplot as plt
 
     if not records:
@@ -61,6 +68,18 @@ def plot_sweep(records: Sequence[Record], *, ax=None, title: str | None = None):
         hi = [r.numbers["auroc_ci"][1] - r.numbers["auroc"] for r in recs]
         ax.errorbar(b, a, yerr=[lo, hi], marker="o", capsize=3,
                     label=f"{n} observed round{'s' if n > 1 else ''}")
+    base = sorted((r for r in records if "baseline_auroc" in r.numbers),
+                  key=lambda r: r.config["batch_size"])
+    if base:
+        seen: dict[int, Record] = {}
+        for r in base:
+            seen.setdefault(int(r.config["batch_size"]), r)
+        b = sorted(seen)
+        a = [seen[k].numbers["baseline_auroc"] for k in b]
+        lo = [seen[k].numbers["baseline_auroc_ci"][0] for k in b]
+        hi = [seen[k].numbers["baseline_auroc_ci"][1] for k in b]
+        line, = ax.plot(b, a, color="black", ls="-.", marker="s", ms=3, label="phi alone (no gradient)")
+        ax.fill_between(b, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xscale("log", base=2)
     sizes = sorted({int(r.config["batch_size"]) for r in records})
