@@ -498,7 +498,7 @@ API_CASES = [
     (lambda: play(trials=1), "trials must be >= 2"),
     (lambda: play(dataset=5), "dataset must be a dataset name or a Dataset, got int"),
     (lambda: play(aux_fraction=2.0), "aux_fraction must lie in"),
-    (lambda: play(game="membership"), "unknown game 'membership'"),
+    (lambda: play(game="membershipp"), "unknown game 'membershipp'"),
     # profiles, photographs, registries
     (lambda: __import__("leaklab").get_profile("bogus"), "unknown profile 'bogus'; choose from: smoke, book, paper"),
     (lambda: __import__("leaklab").get_profile(5), "profile name must be a string"),
