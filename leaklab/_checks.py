@@ -45,6 +45,13 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     return value
 
 
+def check_seed(seed) -> int:
+    """``seed`` if it is an int (not a bool), else a TypeError."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return seed
+
+
 def check_fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
     try:
         v = float(value)

@@ -123,27 +123,9 @@ def check_out_dir(path, flag: str = "--out"):
 
 def available_memory(device) -> int | None:
     """Bytes of memory free for a run on ``device`` (GPU memory on CUDA), or None when unknown."""
-    import torch
+    from .._memory import free_bytes
 
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        try:
-            return int(torch.cuda.mem_get_info(dev)[0])
-        except Exception:  # noqa: BLE001  (no estimate: the check is skipped)
-            return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001
-        return None
+    return free_bytes(device)
 
 
 def gigabytes(n: float) -> str:

@@ -4,7 +4,7 @@
 >>> [d.name for d in list_datasets(embedded=True)][:3]
 ['digits', 'diabetes', 'lfw']
 """
-from .registry import (GAMES, MODALITIES, Dataset, DatasetInfo, dataset_info, list_datasets,
+from .registry import (GAMES, MODALITIES, Dataset, DatasetInfo, as_dataset, dataset_info, list_datasets,
                        load_dataset, register_dataset)
 from . import embedded as _embedded  # noqa: F401  (registers the embedded datasets)
 from .embedded import SHAPES, make_shapes

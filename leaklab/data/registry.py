@@ -254,3 +254,13 @@ def load_dataset(name: str, **options) -> Dataset:
     """
     info = dataset_info(name)
     return _REGISTRY[name][1](info, **options)
+
+
+def as_dataset(dataset, name: str = "dataset") -> "Dataset":
+    """A :class:`Dataset` from a registered name or a Dataset (anything else: a TypeError naming ``name``)."""
+    if isinstance(dataset, str):
+        from . import load_dataset
+        dataset = load_dataset(dataset)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"{name} must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    return dataset

@@ -60,8 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .._checks import check_choice, check_fraction, check_positive_int
-from ..data import Dataset, load_dataset
+from .._checks import check_choice, check_fraction, check_positive_int, check_seed
+from ..data import as_dataset, Dataset
 from ..fl import flatten
 from ..metrics.classification import tpr_at_fprs
 from ..release import objective_of, shared_names
@@ -491,12 +491,8 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset)
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    check_seed(seed)
+    dataset = as_dataset(dataset)
     from .games import make_game
 
     game = make_game("membership", dataset.info)

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .._checks import check_choice, check_fraction, check_positive_int, check_tensor
-from ..data import Dataset, load_dataset
+from .._checks import check_choice, check_fraction, check_positive_int, check_seed, check_tensor
+from ..data import as_dataset, Dataset
 from ..defenses import Defense as DefenseBase
 from ..defenses import as_defense
 from ..fl import Params, parameters_of, secure_sum, train
@@ -425,12 +425,8 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     check_positive_int("clients", clients)
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     check_choice("engine", engine, ENGINES)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset)
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    check_seed(seed)
+    dataset = as_dataset(dataset)
     if model is not None:
         from ..validate import check_model
         check_model(model, dataset.input_shape, dataset.num_classes)

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_fraction, check_positive_int
-from ..data import Dataset, load_dataset
+from .._checks import check_fraction, check_positive_int, check_seed
+from ..data import as_dataset, Dataset
 from ..fl import parameters_of, train
 from ..release import shared_names
 from ..runtime import get_device
@@ -116,12 +116,8 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset)
-    if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a dataset name or a Dataset, got {type(dataset).__name__}")
+    check_seed(seed)
+    dataset = as_dataset(dataset)
     game = make_game("tracing", dataset.info, clients=clients, identical=identical)
     adv.check(game, dataset.info)
     defense = as_game_defense(defense)
