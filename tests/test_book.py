@@ -59,3 +59,18 @@ def test_chapter_form(path):
             assert not c.get("outputs"), f"{path.name} is committed with outputs; clear them"
     leaked = re.search(r"(?<![\w:.])/(?:home|root|tmp|work|Users)/\w", path.read_text())
     assert leaked is None, f"{path.name} mentions a machine path: {leaked and leaked.group(0)}"
+
+
+def test_the_bibliography_parses_and_holds_every_cited_key():
+    from pybtex.database import parse_file
+
+    root = Path(__file__).resolve().parents[1]
+    keys = set(parse_file(str(root / "book" / "references.bib")).entries)
+    texts = [p.read_text() for p in (root / "notebooks").glob("*.ipynb")]
+    texts += [p.read_text() for p in (root / "book").glob("*.md")]
+    cited = set()
+    for t in texts:
+        for group in re.findall(r"\{cite[a-z:]*\}`([^`]+)`", t):
+            cited.update(k.strip() for k in group.split(","))
+    assert cited, "no citation found: the pattern is wrong"
+    assert not cited - keys, f"cited but not in references.bib: {sorted(cited - keys)}"
