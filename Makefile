@@ -34,14 +34,14 @@ env: $(STAMP)
 # (a kernel that stopped answering) is retried once, and no other failure is retried.
 NBMAKE := --nbmake --nbmake-timeout=420 --reruns 1 --only-rerun "timed out"
 test: env
-	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests notebooks $(NBMAKE) -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests notebooks $(NBMAKE) -q
 	$(MAKE) book-check
 
 unit: env
-	LEAKLAB_PROFILE=smoke $(PY) -m pytest tests -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests -q
 
 notebooks: env
-	LEAKLAB_PROFILE=smoke $(PY) -m pytest notebooks $(NBMAKE) -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest notebooks $(NBMAKE) -q
 
 # The book's structure without executing it: toc, cross-references, bibliography, API page.
 book-check: env
@@ -50,9 +50,10 @@ book-check: env
 	$(JB) build . --config _build/_config.check.yml --path-output _build/check -W --keep-going -q --all
 	@echo "book structure: ok"
 
-# The rendered book: every chapter executed in the book profile (or $LEAKLAB_PROFILE).
+# The rendered book: every chapter executed in the book profile (or $LEAKLAB_PROFILE), with
+# progress bars off (LEAKLAB_PROGRESS=0): a reader running a chapter sees them, the book does not.
 book: env
-	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-book} $(JB) build . -W --keep-going --all
+	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-book} LEAKLAB_PROGRESS=0 $(JB) build . -W --keep-going --all
 	@echo "book: _build/html/index.html"
 
 # The chapters in JupyterLab, with the kernel of .venv (book profile unless LEAKLAB_PROFILE says

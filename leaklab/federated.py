@@ -85,7 +85,7 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     ``batch_size / shard`` over ``rounds * local_steps`` steps (the batches here have a fixed size,
     not Poisson sampling: the usual approximation when an accountant is applied to such training).
     """
-    from tqdm.auto import trange
+    from ._progress import trange
 
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
@@ -143,7 +143,7 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
             g.update({k: own[k] for k in secret})
         return g
 
-    for r in trange(rounds, desc="federated rounds", disable=not progress, leave=False):
+    for r in trange(rounds, desc="federated rounds", progress=progress, leave=False):
         if protocol == "fedsgd":
             g = step_grads(theta, batches(), False)
             theta = {k: theta[k] - lr * g[k].mean(0) for k in theta}

@@ -318,10 +318,10 @@ def train(model: nn.Module, data: Dataset, *, steps: int, lr: float = 0.05, batc
     plain = defense.name == "none" or defense.acts_on == "model"
     named = dict(model.named_parameters())
     secret = [k for k in named if k not in set(shared_names(model))]
-    from tqdm.auto import trange
+    from ._progress import trange
 
     model.train()
-    for _ in trange(steps, desc="train", disable=not progress or steps == 0, leave=False):
+    for _ in trange(steps, desc="train", progress=progress and steps > 0, leave=False):
         idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen).to(dev)
         opt.zero_grad()
         if plain:

@@ -196,7 +196,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     exception raised there stops the sweep, as a kill would, with every record
     written so far kept).
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     from .federated import train_federated
     from .runtime import get_device
@@ -222,7 +222,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     path = Path(out) / RECORDS_FILE
     done = {r.key(): r for r in resume_records(path)}
     todo = [(seed, p) for seed in range(seeds) for p in points]
-    bar = tqdm(total=len(todo) * len(attacks), desc="trade-off", disable=not progress, leave=False)
+    bar = tqdm(total=len(todo) * len(attacks), desc="trade-off", progress=progress, leave=False)
     for seed, (family, key, value, defense) in todo:
         base = {"dataset": data.name, "defense": defense.config(), "family": family, "strength_key": key,
                 "strength": value, "adaptive": adaptive, "settings": s}

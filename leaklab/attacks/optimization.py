@@ -310,7 +310,7 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
     if retries and restart is None:
         raise ValueError("retries > 0 needs restart=, a function that draws fresh starting points")
     tol = enough_match(v0.dtype) if tol is None else float(tol)
-    from tqdm.auto import trange
+    from .._progress import trange
 
     v = v0.detach().clone()
     N, D = v.shape
@@ -335,7 +335,7 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
     pending = torch.zeros_like(active)        # to be restarted from fresh noise at the next iteration
     total = iters * (retries + 1)
     it_done = 0
-    bar = trange(total, desc=desc, disable=not progress, leave=False)
+    bar = trange(total, desc=desc, progress=progress, leave=False)
     for it in bar:
         rows = torch.stack([active, pending]).nonzero().cpu()    # the one device sync of an iteration
         if rows.shape[0] == 0:
@@ -450,7 +450,7 @@ def _adam(fg: Callable, v0: torch.Tensor, *, iters: int, lr: float, signed: bool
     match, so the convergence rule of :func:`lbfgs` is seldom reached either. The
     loop never reads values back to the host except for the progress bar.
     """
-    from tqdm.auto import trange
+    from .._progress import trange
 
     v = v0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=lr)
@@ -464,7 +464,7 @@ def _adam(fg: Callable, v0: torch.Tensor, *, iters: int, lr: float, signed: bool
         best_f.copy_(torch.where(better, f, best_f))
         best_v.copy_(torch.where(better[:, None], v.detach(), best_v))
 
-    bar = trange(iters, desc=desc, disable=not progress, leave=False)
+    bar = trange(iters, desc=desc, progress=progress, leave=False)
     for it in bar:
         f, g = fg(v.detach())
         keep_best(f)

@@ -300,10 +300,10 @@ def rgap_attack(model: nn.Module, params, grads, *, input_shape, num_classes: in
             rows_per_trial = max(rows_per_trial, eqs * n_in)
     chunk = max(1, CHUNK_ENTRIES // max(rows_per_trial, 1))
     eps = max(float(torch.finfo(t.dtype).eps) for t in [*params.values(), *grads.values()])
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     xs, ys, res, ranks = [], [], [], []
-    for start in tqdm(range(0, T, chunk), desc="rgap", disable=not progress, leave=False):
+    for start in tqdm(range(0, T, chunk), desc="rgap", progress=progress, leave=False):
         sl = slice(start, start + chunk)
         x, y, r, resid = _rgap_chunk(chain, {k: v[sl] for k, v in params.items()},
                                      {k: v[sl] for k, v in grads.items()}, dev, rcond, selectors, eps)

@@ -152,13 +152,13 @@ def spn_matching_objective(model: SPNModel, *, input_shape: tuple[int, ...], bat
 
 def _adam(fg, v0, *, iters: int, lr: float, n_img: int, progress: bool, desc: str):
     """Adam on signed gradients with IG's schedule (lr x0.1 at 3/8, 5/8, 7/8); the image kept in [0, 1]."""
-    from tqdm.auto import trange
+    from .._progress import trange
 
     v = v0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(iters * r) for r in (3 / 8, 5 / 8, 7 / 8)], 0.1)
     best_v, best_f = v.detach().clone(), torch.full((v.shape[0],), math.inf, device=v.device)
-    for _ in trange(iters, desc=desc, disable=not progress, leave=False):
+    for _ in trange(iters, desc=desc, progress=progress, leave=False):
         f, g = fg(v.detach())
         better = torch.isfinite(f) & (f < best_f)
         best_f[better], best_v[better] = f[better], v.detach()[better]

@@ -250,7 +250,7 @@ def craft_canary(data: Dataset, model: nn.Module, *, attribute: str | None = Non
     projected back into the box. The best end point wins; it is never worse than
     the most exposed natural record, which is one of the starts.
     """
-    from tqdm.auto import trange
+    from .._progress import trange
 
     data = _check_data(data)
     steps = check_positive_int("steps", steps, minimum=0)
@@ -289,7 +289,7 @@ def craft_canary(data: Dataset, model: nn.Module, *, attribute: str | None = Non
     free[col] = 0.0
     b1, b2 = 0.9, 0.999
     best_z, best_val = z.clone(), value(z, ys).detach()
-    for t in trange(1, steps + 1, desc="crafting a canary", disable=not progress, leave=False):
+    for t in trange(1, steps + 1, desc="crafting a canary", progress=progress, leave=False):
         g = ascent(z, ys).detach() * free
         g = torch.nan_to_num(g)
         m = b1 * m + (1 - b1) * g

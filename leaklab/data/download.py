@@ -92,7 +92,7 @@ def _download(dataset: str, rf: RemoteFile, path: Path, *, progress: bool) -> No
             total = int(resp.headers.get("Content-Length") or 0) or None
             bar = None
             if progress:
-                from tqdm.auto import tqdm
+                from .._progress import tqdm
 
                 bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"{dataset}/{rf.filename}")
             while block := resp.read(1 << 20):

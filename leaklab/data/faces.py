@@ -145,7 +145,7 @@ def read_celeba_images(path: str | os.PathLike, filenames: list[str], *, size: i
         ``(len(filenames), 3, size, size)`` float32 array.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     check_positive_int("size", size)
     check_positive_int("crop", crop)
@@ -156,7 +156,7 @@ def read_celeba_images(path: str | os.PathLike, filenames: list[str], *, size: i
         if missing:
             raise ValueError(f"{path} holds no image {missing[0]!r} ({len(missing)} listed images missing)")
         for k, name in enumerate(tqdm(filenames, desc="celeba: decoding", unit="img",
-                                      disable=not progress)):
+                                      progress=progress)):
             with Image.open(io.BytesIO(zf.read(members[name]))) as img:
                 img = img.convert("RGB")
                 w, h = img.size

@@ -149,7 +149,7 @@ def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, ste
     draws (the oracle and the benchmark's baseline). Returns the stacked trained
     parameters ``(S, *shape)``.
     """
-    from tqdm.auto import trange
+    from .._progress import trange
 
     check_choice("engine", engine, ("batched", "loop"))
     check_positive_int("steps", steps, minimum=0)
@@ -172,7 +172,7 @@ def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, ste
     buf = {k: torch.zeros_like(v) for k, v in params.items()}
     if engine == "batched":
         g = vmap(grad(loss), in_dims=(0, 0, 0))
-        for s in trange(steps, desc="train models", disable=not progress, leave=False):
+        for s in trange(steps, desc="train models", progress=progress, leave=False):
             idx = torch.gather(members, 1, pos[s])
             gr = g(params, x[idx], y[idx])
             for k in params:
@@ -181,7 +181,7 @@ def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, ste
         return params
     g1 = grad(loss)
     out = {k: [] for k in params}
-    for i in trange(S, desc="train models", disable=not progress, leave=False):
+    for i in trange(S, desc="train models", progress=progress, leave=False):
         p = {k: v[i] for k, v in params.items()}
         b = {k: torch.zeros_like(v) for k, v in p.items()}
         for s in range(steps):

@@ -405,7 +405,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     """
     import time
 
-    from tqdm.auto import trange
+    from .._progress import trange
 
     from .adversaries import make_adversary
 
@@ -457,7 +457,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     tr = game.draw_trials(pool, trials, gen)
     phi_x, phi_y = _phi(game, pool, tr)
     per_round = []
-    for i in trange(rounds, desc=f"{game.name} game", disable=not progress, leave=False):
+    for i in trange(rounds, desc=f"{game.name} game", progress=progress, leave=False):
         theta = parameters_of(model)
         idx = game.draw_batches(pool, tr, batch_size, gen)                # (T, B)
         if callable(getattr(defense, "prepare", None)):   # e.g. perturb fits its surrogate on the pool

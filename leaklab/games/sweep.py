@@ -31,12 +31,12 @@ def sweep(game: str, dataset, *, batch_sizes: Sequence[int] = (1, 4, 16), rounds
     ``phi``-only baseline on the same trials (``baseline_auroc``,
     ``baseline_auroc_ci``, ``baseline_accuracy``, ``gain_over_phi``).
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     sizes = _ints("batch_sizes", batch_sizes)
     rs = sorted(set(_ints("rounds", rounds)))
     out = []
-    for b in tqdm(sizes, desc="batch sizes", disable=not progress, leave=False):
+    for b in tqdm(sizes, desc="batch sizes", progress=progress, leave=False):
         res = play(game, dataset, batch_size=b, rounds=max(rs), seed=seed, progress=False, **options)
         out += [res.record(r) for r in rs]
     return out
