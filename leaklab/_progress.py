@@ -36,6 +36,6 @@ def tqdm(iterable=None, *, progress: bool = True, **kwargs):
     return _tqdm(iterable, disable=not enabled(progress), **kwargs)
 
 
-def trange(n: int, *, progress: bool = True, **kwargs):
-    """``tqdm(range(n))`` drawn only when :func:`enabled` says so."""
-    return tqdm(range(n), progress=progress, **kwargs)
+def trange(*args: int, progress: bool = True, **kwargs):
+    """``tqdm(range(*args))`` drawn only when :func:`enabled` says so."""
+    return tqdm(range(*args), progress=progress, **kwargs)

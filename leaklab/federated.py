@@ -17,9 +17,11 @@ release of ``(clients, batch_size, ...)``, FedAvg with stacked per-client
 parameters (``params_batched=True``). ``engine="loop"`` computes one client at a time
 (the same draws; the benchmark's baseline and the oracle of the tests).
 
-A model-side defense (VIB) changes the model itself (``defense.wrap``); its secret
-parameters are never released and are trained here with the mean of the clients'
-own gradients (a simplification: in a deployment each client would keep its own).
+A model-side defense (VIB, SPN) changes the model itself (``defense.wrap``, which may
+copy it: the trained model is :attr:`FederatedRun.model`). Secret parameters are never
+released. Where the defense gives each client its own secret (SPN's head and codes,
+:meth:`~leaklab.defenses.Defense.client_secrets`), each client keeps and trains its own;
+the model returned carries client 0's. VIB's bottleneck weights are shared parameters.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ class FederatedRun:
     wall_time: float = 0.0
     device: str = "cpu"
     params: dict = field(default_factory=dict, repr=False)
+    #: the trained model: the one given, or, under a model-side defense, the wrapped model the
+    #: clients trained (what an attack on the trained model must attack)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "history": [list(h) for h in self.history], "config": self.config,
@@ -121,6 +126,12 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     theta = {k: v.detach().clone() for k, v in model.named_parameters()}
     shared = set(shared_names(model))
     secret = [k for k in theta if k not in shared]
+    # Each client's own secret state (SPN: its head and codes), stacked (clients, ...): it never
+    # leaves the client and is trained by that client alone. Empty for a defense without one.
+    mine = {k: v.to(dev) for k, v in defense.client_secrets(model, clients, seed=seed + 11).items()}
+    if mine:
+        theta = {k: v for k, v in theta.items() if k in shared}
+    trained = list(theta) + [k for k in secret if k not in theta]     # what a local step updates
     loss = objective_of(model)
     history = []
 
@@ -135,31 +146,49 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
                         generator=noise, check=False)
         else:
             parts = [release(model, x[idx[j:j + 1]], y[idx[j:j + 1]],
-                             params={k: v[j] for k, v in params.items()} if batched else params,
-                             defense=defense, generator=noise, check=False) for j in range(clients)]
+                             params={k: v[j:j + 1] for k, v in params.items()} if batched else params,
+                             params_batched=batched, defense=defense, generator=noise, check=False)
+                     for j in range(clients)]
             g = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         if secret:
             own = vmap(grad(loss), in_dims=(0 if batched else None, 0, 0))(params, x[idx], y[idx])
             g.update({k: own[k] for k in secret})
         return g
 
+    def per_client(params):
+        return {**{k: v[None].expand(clients, *v.shape).clone() for k, v in params.items()}, **mine}
+
     for r in trange(rounds, desc="federated rounds", progress=progress, leave=False):
         if protocol == "fedsgd":
-            g = step_grads(theta, batches(), False)
+            if mine:
+                g = step_grads(per_client(theta), batches(), True)
+                mine.update({k: mine[k] - lr * g[k] for k in secret})
+            else:
+                g = step_grads(theta, batches(), False)
             theta = {k: theta[k] - lr * g[k].mean(0) for k in theta}
         else:
-            cur = {k: v[None].expand(clients, *v.shape).clone() for k, v in theta.items()}
+            cur = per_client(theta)
             for _ in range(local_steps):
                 g = step_grads(cur, batches(), True)
-                cur = {k: cur[k] - lr * g[k] for k in cur}
+                cur.update({k: cur[k] - lr * g[k] for k in trained})
+            if mine:
+                mine.update({k: cur[k] for k in secret})
             theta = {k: theta[k] + (cur[k] - theta[k]).mean(0) for k in theta}
         if not all(torch.isfinite(v).all() for v in theta.values()):
             raise ValueError(f"training diverged (non-finite parameters) in round {r + 1}; lower lr={lr}")
         if (r + 1) % eval_every == 0 or r + 1 == rounds:
-            history.append((r + 1, _accuracy(model, theta, test if test is not None else data, dev)))
+            history.append((r + 1, _accuracy(model, {**dict(model.named_parameters()), **theta},
+                                             test if test is not None else data, dev)))
     with torch.no_grad():
         for k, p in model.named_parameters():
-            p.copy_(theta[k])
+            if k in theta:
+                p.copy_(theta[k])
+            elif k in mine:
+                p.copy_(mine[k][0])                   # the model keeps client 0's secret head
+        if mine:
+            for k, b in model.named_buffers():
+                if k in mine:
+                    b.copy_(mine[k][0])
     eps = acc_name = None
     if defense.name == "dp":
         acc_name = accountant
@@ -170,4 +199,4 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
               "shard": shard, "delta": delta, "model": type(model).__name__}
     return FederatedRun(accuracy=history[-1][1], history=history, config=config, epsilon=eps,
                         accountant=acc_name, wall_time=time.perf_counter() - t0, device=str(dev),
-                        params={k: v.detach().cpu() for k, v in theta.items()})
+                        params={k: v.detach().cpu() for k, v in theta.items()}, model=model)

@@ -194,7 +194,8 @@ def release(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *, params: Map
         The parameters ``theta`` (default: the model's current ones), with a leading
         trial dimension when ``params_batched`` (one model per trial). They may
         include the model's secret parameters, which shape the gradients but are
-        never released.
+        never released, and may hold buffers of the model (e.g. each client's own secret
+        class codes under SPN, batched like the parameters), used in place of the model's.
     defense
         A :class:`leaklab.defenses.Defense`, a spec string such as ``"dp:clip=1,noise=2"``,
         or ``None`` (no defense). A model-side defense must already be applied to
@@ -231,6 +232,8 @@ def release(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *, params: Map
         missing = [k for k in names if k not in params]
         if missing:
             raise ValueError(f"params lacks the model's parameters {missing}")
+        # buffers given beside the parameters (a client's own secret codes, say) are used as given
+        names += [k for k, _ in model.named_buffers() if k in params]
         params = {k: params[k] for k in names}
     per_sample = defense.acts_on == "sample"
     T = xs.shape[0]

@@ -8,10 +8,13 @@ For every defense, every strength on its grid and every seed, :func:`sweep_trade
    the same defense (an *adaptive* adversary simulates it), and puts the result on
    the privacy-loss scale of :mod:`leaklab.metrics.privacy_loss`:
 
-   * ``reconstruction`` — the analytic attack on the first fully connected layer
-     (exact at batch size 1 without a defense) on single-record releases; the
-     privacy loss is the mean SSIM, clipped to ``[0, 1]``, of the reconstructions
-     (clipped to the image range) against the inputs;
+   * ``reconstruction`` — two attacks on the same single-record releases of the
+     trained model (:func:`leaklab.attacks.run.run_reconstruction`): the analytic
+     attack on the first fully connected layer (exact at batch size 1 without a
+     defense) and iDLG (adaptive when asked: it simulates the defense, and against
+     SPN treats the secret head and codes as unknowns); each trial keeps its best
+     reconstruction, and the privacy loss is the mean SSIM, clipped to ``[0, 1]``, of
+     those (clipped to the image range) against the inputs;
    * ``membership`` — the membership game on FedSGD releases (alignment adversary);
      privacy loss: the membership advantage;
    * ``tracing`` — the tracing game among ``clients`` clients (alignment
@@ -59,6 +62,7 @@ DEFAULT_GRIDS: dict[str, tuple[str | None, tuple, dict]] = {
     "sign": (None, (None,), {}),
     "perturb": ("budget", (0.0, 0.3, 1.0), {}),
     "vib": ("beta", (0.001, 0.01, 0.1), {}),
+    "spn": ("alpha", (0.01, 0.1, 0.3, 1.0), {}),
 }
 
 
@@ -138,6 +142,7 @@ def settings_for(profile: str | None = None) -> dict:
         "membership_batch": 8,
         "tracing_batch": 4,
         "attack_trials": p.pick(smoke=64, book=256, paper=1024),
+        "attack_iters": p.pick(smoke=20, book=100, paper=300),
     }
 
 
@@ -164,25 +169,21 @@ def _attack(attack: str, model, data: Dataset, defense, *, adaptive: bool, s: di
         n = r.record().numbers
         return {**n, "chance": 1 / s["clients"], "privacy_loss": tracing_loss(n["accuracy"], clients=s["clients"])}
     if attack == "reconstruction":
-        from .attacks import get_attack
-        from .metrics.image import ssim
-        from .release import release
+        from .attacks.run import run_reconstruction
 
         if data.modality != "image":
             raise ValueError(f"the reconstruction attack needs images; dataset {data.name!r} holds "
                              f"{data.modality} records (use --attack membership,tracing)")
-        gen = torch.Generator().manual_seed(seed)
         T = max(8, s["attack_trials"] // 4)
-        idx = torch.randint(len(data), (T, 1), generator=gen)
-        xs, ys = data.x[idx], data.y[idx]
-        grads = release(model, xs, ys, defense=defense, generator=gen)
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        rec = get_attack("analytic")(model, params, grads, input_shape=tuple(data.input_shape),
-                                     num_classes=data.num_classes, batch_size=1)
-        x_hat = torch.nan_to_num(rec.x, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
-        values = ssim(xs.reshape(T, *data.input_shape), x_hat.reshape(T, *data.input_shape))
-        return {"ssim": float(values.mean()), "ssim_clipped": reconstruction_loss(values),
-                "trials": T, "attack": "analytic", "privacy_loss": reconstruction_loss(values)}
+        common = dict(model=model, dataset=data, trials=T, batch_size=1, seed=seed, defense=defense,
+                      device=device, progress=False)
+        runs = {"analytic": run_reconstruction(attack="analytic", **common),
+                "idlg": run_reconstruction(attack="idlg", iters=s["attack_iters"], adaptive=adaptive, **common)}
+        per = {name: torch.nan_to_num(r.scores.ssim.mean(1), nan=0.0).clamp(-1, 1) for name, r in runs.items()}
+        best = torch.stack(list(per.values())).max(0).values            # each trial: its best reconstruction
+        return {"ssim": float(best.mean()), "trials": T, "attack": "best of analytic, idlg",
+                **{f"ssim_{name}": float(v.mean()) for name, v in per.items()},
+                "privacy_loss": reconstruction_loss(best)}
     raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
 
 
@@ -241,7 +242,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
                    "delta": run.config["delta"] if run.epsilon is not None else None}
         for a, rec in missing:
             t1 = time.perf_counter()
-            numbers = _attack(a, model, train, defense, adaptive=adaptive, s=s, seed=seed + 1000, device=dev)
+            numbers = _attack(a, run.model, train, defense, adaptive=adaptive, s=s, seed=seed + 1000, device=dev)
             rec.numbers = {**utility, "privacy_loss": numbers.pop("privacy_loss"),
                            **{f"attack_{k}": v for k, v in numbers.items()}}
             rec.wall_time = time.perf_counter() - t1 + (t1 - t0 if a == missing[0][0] else 0.0)

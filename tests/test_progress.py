@@ -19,6 +19,7 @@ def test_environment_switches_bars(monkeypatch, value, shown):
     try:
         assert bar.disable is (not shown)
         assert list(bar) == [0, 1, 2]
+        assert list(_progress.trange(1, 4, progress=False)) == [1, 2, 3]
     finally:
         bar.close()
 

@@ -304,3 +304,70 @@ def test_fc_first_layer_with_bias_leaks_whatever_the_secret(one_thread):
     assert torch.allclose(x_hat, x.flatten(), atol=1e-4)
     first = analyse_spn_layers(m, x, y, layers=["net.1"])[0]
     assert first["static_error"] > 0.1                       # the static system is wrong, the ratio is not
+
+
+def test_release_uses_each_clients_own_codes_given_as_batched_buffers():
+    """The batched release with per-client secrets (heads and codes in params) equals each
+    client's own release computed one at a time (the oracle)."""
+    d = make_defense("spn", alpha=1.0, bits=16)
+    shared = _lenet(seed=2)
+    clients = d.clients(shared, 3, seed=5)
+    secrets = d.client_secrets(clients[0], 3, seed=5)
+    for c, w, t in zip(clients, secrets["polar.weight"], secrets["codes"]):
+        assert torch.equal(c.polar.weight.detach(), w) and torch.equal(c.codes, t)
+    xs, ys = torch.rand(3, 2, 1, 8, 8), torch.randint(10, (3, 2))
+    params = {**{k: v.detach()[None].expand(3, *v.shape) for k, v in clients[0].named_parameters()}, **secrets}
+    together = release(clients[0], xs, ys, params=params, params_batched=True)
+    for j, c in enumerate(clients):
+        alone = release(c, xs[j:j + 1], ys[j:j + 1])
+        for k in alone:
+            torch.testing.assert_close(together[k][j], alone[k][0])
+
+
+def test_adaptive_game_adversary_simulates_with_its_own_secret_not_the_clients():
+    from leaklab.games.games import make_game
+    from leaklab.games.protocol import Knowledge
+
+    data = load_dataset("digits").subset(torch.arange(64))
+    d = make_defense("spn", alpha=1.0, bits=16)
+    client = d.wrap(_lenet(seed=3), seed=9)
+    params = {k: v.detach() for k, v in client.named_parameters()}
+    xs, ys = data.x[:4, None], data.y[:4, None]
+    truth = release(client, xs, ys)
+    game = make_game("membership", data.info)
+    kn = {a: Knowledge(model=client, game=game, auxiliary=data, batch_size=1, secret_names=("out", "in"),
+                       defense=d, adaptive=a) for a in (False, True)}
+    assert not torch.equal(kn[True].view.codes, client.codes)
+    assert kn[True].view.base is client.base
+    sim = kn[True].gradients(xs, ys, params)              # params hold the client's true head: not used
+    assert any(not torch.allclose(sim[k], truth[k]) for k in truth)
+    own = release(kn[True].view, xs, ys)
+    for k in truth:
+        torch.testing.assert_close(sim[k], own[k])
+    static = kn[False].gradients(xs, ys, params)           # a static adversary: plain cross-entropy
+    ce = release(client, xs, ys, static_objective=True)
+    for k in truth:
+        torch.testing.assert_close(static[k], ce[k])
+
+
+def test_adaptive_reconstruction_of_spn_treats_the_secret_as_unknown(digits, one_thread):
+    from leaklab.attacks.optimization import matching_objective
+    from leaklab.attacks.run import run_reconstruction
+
+    client = make_defense("spn", alpha=1.0, bits=8).wrap(_lenet(seed=4), seed=1)
+    run = run_reconstruction(attack="dlg", model=client, dataset=digits, trials=2, iters=3, defense="spn:bits=8",
+                             adaptive=True, progress=False)
+    assert run.result.info["attacker"] == "adaptive"
+    with pytest.raises(ValueError, match="secret"):
+        matching_objective(client, input_shape=(1, 8, 8), batch_size=1, num_classes=10, joint_labels=False,
+                           defense=make_defense("spn"), adaptive=True)
+
+
+def test_analytic_attack_finds_the_first_layer_inside_a_wrapper():
+    from leaklab.attacks.analytic import first_linear_layer
+
+    mlp = leaklab.build_model("mlp", (1, 8, 8), 10, hidden=(16,), seed=0)
+    assert first_linear_layer(mlp, (1, 8, 8))[0] == "net.1"
+    assert first_linear_layer(make_defense("spn").wrap(mlp), (1, 8, 8))[0] == "base.net.1"
+    with pytest.raises(ValueError, match="first layer"):
+        first_linear_layer(make_defense("spn").wrap(_lenet()), (1, 8, 8))

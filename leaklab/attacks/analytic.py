@@ -238,8 +238,8 @@ def first_linear_layer(model: nn.Module, input_shape) -> tuple[str, nn.Linear]:
     """
     n = math.prod(int(s) for s in input_shape)
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Flatten, nn.Identity, nn.Sequential)) or module is model:
-            continue
+        if isinstance(module, (nn.Flatten, nn.Identity)) or next(module.children(), None) is not None:
+            continue                                  # a container (a model-side defense's wrapper too): look inside
         if isinstance(module, nn.Linear) and module.in_features == n:
             if module.bias is None:
                 raise ValueError(f"the analytic attack needs a bias on the first linear layer "

@@ -185,6 +185,10 @@ def matching_objective(model: nn.Module, *, input_shape: tuple[int, ...], batch_
     use_objective = adaptive and defense.acts_on == "model"
     per_sample = adaptive and defense.acts_on == "sample"
     simulate = adaptive and defense.acts_on in ("sample", "batch")
+    if use_objective and getattr(model, "secret_parameters", ()):
+        raise ValueError(f"the model keeps secret parameters {tuple(model.secret_parameters)}: matching its own "
+                         f"objective would hand the attacker the client's secret. Use the defense's adaptive "
+                         f"attack ({getattr(defense, 'adaptive_attack', None) or 'none registered'}) instead")
     if use_objective and joint_labels:
         raise ValueError(f"an adaptive attack on the model-side defense {defense.name!r} matches the model's "
                          "own objective, which needs labels: use labels='recover' (idlg, ig) or give them")

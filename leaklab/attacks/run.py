@@ -190,7 +190,15 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
     noise = torch.Generator(device=dev).manual_seed(seed + 1)
     grads = release(net, xs, ys, params=params, params_batched=True, defense=defense, generator=noise)
     kwargs = dict(attack_options)
-    if takes_defense:
+    if adaptive and getattr(net, "secret_parameters", ()):
+        # The client's secrets (SPN's head and codes) are unknowns to an adaptive attacker:
+        # matching with the true ones would be an oracle. The defense's own adaptive attack.
+        own = getattr(defense, "adaptive_attack", None)
+        if own is None:
+            raise ValueError(f"defense {defense.name!r} keeps secret parameters but names no adaptive attack")
+        fn = get_attack(own)
+        kwargs = {"method": "ig" if attack == "ig" else "dlg", **{k: v for k, v in kwargs.items() if k != "labels"}}
+    elif takes_defense:
         kwargs.update(defense=defense, adaptive=adaptive)
     if iters is not None:
         if "iters" not in inspect.signature(fn).parameters:

@@ -92,6 +92,24 @@ class Defense:
         """The model a client trains under this defense (the model itself unless the defense is model-side)."""
         return model
 
+    def client_secrets(self, model: nn.Module, n: int, *, seed: int = 0) -> Params:
+        """Each of ``n`` clients' own secret state for the wrapped ``model``, stacked ``(n, ...)``.
+
+        The entries (secret parameters and buffers, under ``model``'s names) go into
+        :func:`leaklab.release.release`'s ``params`` with ``params_batched=True`` so that
+        every client releases through its own secret. Empty for a defense without one.
+        """
+        return {}
+
+    def adversary_view(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
+        """The wrapped ``model`` as an adaptive adversary can simulate it: the same shared
+        parameters, and the adversary's own draw of whatever the client keeps secret.
+
+        An adaptive adversary knows ``M`` but not the client's secrets; simulating with
+        the client's own would make it an oracle. The model itself for a defense without secrets.
+        """
+        return model
+
     def __repr__(self) -> str:
         return f"Defense({self.spec()!r})"
 

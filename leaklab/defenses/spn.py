@@ -194,7 +194,8 @@ class SPN(Defense):
     keys = {"alpha": "weight of the polarization loss", "bits": "length d of the class codes",
             "margin": "margin m of the polarization hinge"}
     adaptive_note = ("optimises the dummy input together with a dummy secret head and relaxed codes "
-                     "(leaklab.attacks.spn)")
+                     "(leaklab.attacks.spn); in the games, simulates releases with its own draw of the head and codes")
+    adaptive_attack = "spn_adaptive"     # what run_reconstruction(adaptive=True) runs against SPN
 
     def __init__(self, *, alpha: float = 1.0, bits: int = 64, margin: float = 1.0):
         self.alpha = _number("alpha", alpha)
@@ -229,6 +230,21 @@ class SPN(Defense):
         gen = torch.Generator().manual_seed(seed)
         seeds = torch.randint(2**31 - 1, (n,), generator=gen).tolist()
         return [self.wrap(model, seed=s, share=True) for s in seeds]
+
+    def client_secrets(self, model: nn.Module, n: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+        """``n`` clients' own heads ``polar.weight`` ``(n, bits, features)`` and codes ``(n, classes, bits)``."""
+        model = model if isinstance(model, SPNModel) else self.wrap(model, seed=seed)
+        own = self.clients(model.base, n, seed=seed)
+        return {"polar.weight": torch.stack([c.polar.weight.detach() for c in own]),
+                "codes": torch.stack([c.codes for c in own])}
+
+    def adversary_view(self, model: nn.Module, *, seed: int = 0) -> SPNModel:
+        """The shared model with the adversary's own secret head and codes (``seed``), not the client's."""
+        if not isinstance(model, SPNModel):
+            raise TypeError(f"model must be an SPN model (wrapped by the spn defense), got {type(model).__name__}")
+        view = SPNModel(model.base, alpha=model.alpha, bits=model.bits, margin=model.margin,
+                        generator=torch.Generator().manual_seed(int(seed)))
+        return view.to(next(model.parameters()).device).train(model.training)
 
     def apply(self, grads, generator):
         return grads

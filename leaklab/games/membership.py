@@ -288,7 +288,13 @@ class AlignmentAdversary(_MembershipAdversary):
         if obs.phi_x is None:
             raise ValueError("the alignment adversary needs the candidate record (phi_x, phi_y)")
         return _flat64(kn.gradients(obs.phi_x[:, None], obs.phi_y[:, None], obs.params,
-                                    generator=self.generator))
+                                    generator=self.generator, defense=self._through()))
+
+    def _through(self):
+        """What the candidate's own gradient goes through: nothing (static), else ``M`` without its
+        noise (noise drawn by the adversary itself would only blur its own reference)."""
+        kn = self.knowledge
+        return kn.defense.deterministic() if kn.adaptive else None
 
     def score(self, obs):
         kn = self.knowledge
@@ -306,7 +312,8 @@ class AlignmentAdversary(_MembershipAdversary):
         idx = kn.game.draw_batches(aux, tr, kn.batch_size, self.generator)
         rel = _flat64(kn.release(aux, idx, obs.params, self.generator))
         x, y = aux.x[tr.target].to(kn.device), aux.y[tr.target].to(kn.device)
-        gc = _flat64(kn.gradients(x[:, None], y[:, None], obs.params, generator=self.generator))
+        gc = _flat64(kn.gradients(x[:, None], y[:, None], obs.params, generator=self.generator,
+                                  defense=self._through()))
         c = _cosine(gc, rel)
         member = tr.secret.to(c.device) == 1
         if member.all() or not member.any():
@@ -392,7 +399,7 @@ class LiRAAdversary(_MembershipAdversary):
             self.inside = torch.zeros(S, len(cand), dtype=torch.bool)
             data = aux
         r = kn.recipe
-        self.shadow_params = train_stacked(kn.model, data, members, steps=r["steps"], lr=r["lr"],
+        self.shadow_params = train_stacked(kn.view, data, members, steps=r["steps"], lr=r["lr"],
                                            batch_size=r["batch_size"], momentum=r["momentum"],
                                            seed=seed + 5, engine=self.engine, device=kn.device)
         self.phi = _confidence(kn.model, self.shadow_params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()

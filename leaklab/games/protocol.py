@@ -96,7 +96,8 @@ def _chunk(xs: torch.Tensor, params: Params, budget: int | None = None) -> int:
 
 def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Params, *,
                       engine: str = "batched", chunk: int | None = None, defense=None,
-                      generator: torch.Generator | None = None, static_objective: bool = False) -> Params:
+                      generator: torch.Generator | None = None, static_objective: bool = False,
+                      params_batched: bool = False) -> Params:
     """The releases of ``T`` batches ``xs (T, B, ...)``, ``ys (T, B)`` at ``params``, through ``defense``.
 
     The release path (:func:`leaklab.release.release`): ``engine="batched"`` vmaps over
@@ -105,7 +106,8 @@ def release_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, para
     """
     check_choice("engine", engine, ENGINES)
     return release(model, xs, ys, params=params, defense=as_game_defense(defense), generator=generator,
-                   engine=engine, chunk=chunk, check=False, static_objective=static_objective)
+                   engine=engine, chunk=chunk, check=False, static_objective=static_objective,
+                   params_batched=params_batched)
 
 
 def secure_release(model: nn.Module, data: Dataset, idx: torch.Tensor, params: Params, *,
@@ -151,6 +153,16 @@ class Knowledge:
     engine: str = "batched"
     clients: int = 1
 
+    def __post_init__(self):
+        # An adaptive adversary simulates the defense with its own draw of the client's
+        # secrets (SPN's head and codes); the client's own would make it an oracle.
+        self.view = self.defense.adversary_view(self.model, seed=7919) if self.adaptive else self.model
+        secret = set(getattr(self.model, "secret_parameters", ()) or ())
+        self._own = {k: v.detach() for k, v in self.view.named_parameters() if k in secret}
+
+    def _params(self, params: Params) -> Params:
+        return {**params, **self._own} if self._own else params
+
     def release(self, data: Dataset, idx: torch.Tensor, params: Params,
                 generator: torch.Generator) -> Params:
         """Simulate what the server sees when the batches ``data[idx]`` (T, B) are released.
@@ -159,7 +171,7 @@ class Knowledge:
         those of ``clients - 1`` other clients with random batches from ``data``; the
         defense is applied by each client when the adversary is adaptive.
         """
-        return secure_release(self.model, data, idx, params, clients=self.clients,
+        return secure_release(self.view, data, idx, self._params(params), clients=self.clients,
                               defense=self.defense if self.adaptive else None,
                               engine=self.engine, generator=generator, device=self.device,
                               static_objective=self.static)
@@ -181,7 +193,8 @@ class Knowledge:
         defended = self.adaptive if defended is None else defended
         if defense is None:
             defense = self.defense if defended else None
-        return release_gradients(self.model, xs.to(self.device), ys.to(self.device), params, engine=self.engine,
+        return release_gradients(self.view, xs.to(self.device), ys.to(self.device), self._params(params),
+                                 engine=self.engine,
                                  defense=defense, generator=generator,
                                  static_objective=self.static)
 

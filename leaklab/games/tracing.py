@@ -42,7 +42,8 @@ from ..runtime import get_device
 from .adversaries import Adversary, make_adversary
 from .games import Game, Trials, make_game, register_game
 from .membership import _other_records
-from .protocol import GameResult, Knowledge, Observation, as_game_defense, default_model, secure_release
+from .protocol import (GameResult, Knowledge, Observation, as_game_defense, default_model, release_gradients,
+                       secure_release)
 
 __all__ = ["TracingGame", "play_tracing", "TRACING_ADVERSARIES"]
 
@@ -136,8 +137,16 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     idx = game.draw_batches(pool, tr, batch_size, gen)                      # (T, n, B)
     T, n = trials, game.clients
     theta = parameters_of(model)
-    g = secure_release(model, pool, idx.reshape(T * n, batch_size), theta, clients=1, defense=defense,
-                       engine=engine, generator=gen, device=dev)
+    own = defense.client_secrets(model, n, seed=seed + 11)          # each client's own secret (SPN), or none
+    if own:
+        flat = idx.reshape(T * n, batch_size).to(dev)
+        params = {**{k: v[None].expand(T * n, *v.shape) for k, v in theta.items()},
+                  **{k: v.to(dev).repeat(T, *([1] * (v.ndim - 1))) for k, v in own.items()}}
+        g = release_gradients(model, pool.x.to(dev)[flat], pool.y.to(dev)[flat], params, engine=engine,
+                              defense=defense, generator=gen, params_batched=True)
+    else:
+        g = secure_release(model, pool, idx.reshape(T * n, batch_size), theta, clients=1, defense=defense,
+                           engine=engine, generator=gen, device=dev)
     g = {k: v.reshape(T, n, *v.shape[1:]) for k, v in g.items()}
     shared = {k: theta[k] for k in shared_names(model)}
     obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
