@@ -48,8 +48,8 @@ from .metrics.privacy_loss import ATTACKS, membership_loss, reconstruction_loss,
 from .profiles import get_profile
 from .results import Record, resume_records, write_records
 
-__all__ = ["DEFAULT_GRIDS", "expand_defenses", "sweep_tradeoff", "compare_at_equal_loss", "plot_tradeoff",
-           "settings_for", "RECORDS_FILE"]
+__all__ = ["DEFAULT_GRIDS", "expand_defenses", "sweep_tradeoff", "compare_at_equal_loss", "gap_at_equal_loss",
+           "plot_tradeoff", "settings_for", "RECORDS_FILE"]
 
 RECORDS_FILE = "tradeoff.jsonl"
 
@@ -274,8 +274,6 @@ def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] 
     is Student's t over seeds (none with one seed). A defense whose weakest point
     already loses more than the level has no value there.
     """
-    from scipy import stats
-
     rows = []
     by = {}
     for r in records:
@@ -296,14 +294,60 @@ def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] 
                     rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": None, "ci": None,
                                  "seeds": 0})
                     continue
-                m = float(np.mean(vals))
-                if len(vals) > 1:
-                    half = float(stats.t.ppf(0.5 + level / 2, len(vals) - 1) * np.std(vals, ddof=1) / np.sqrt(len(vals)))
-                    ci = [m - half, m + half]
-                else:
-                    ci = None
-                rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": m, "ci": ci,
-                             "seeds": len(vals)})
+                rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": float(np.mean(vals)),
+                             "ci": _t_interval(vals, level), "seeds": len(vals)})
+    return rows
+
+
+def _t_interval(vals: Sequence[float], level: float) -> list[float] | None:
+    from scipy import stats
+
+    if len(vals) < 2:
+        return None
+    m = float(np.mean(vals))
+    half = float(stats.t.ppf(0.5 + level / 2, len(vals) - 1) * np.std(vals, ddof=1) / np.sqrt(len(vals)))
+    return [m - half, m + half]
+
+
+def gap_at_equal_loss(records: Sequence[Record], family: str, *, levels: Sequence[float] = (0.1, 0.25, 0.5),
+                      exclude: Sequence[str] = ("none",), level: float = 0.95) -> list[dict]:
+    """``family``'s best accuracy minus the best other defense's, at equal privacy loss, per seed.
+
+    For each attack and privacy-loss level, each seed's curves are read as in
+    :func:`compare_at_equal_loss` (best accuracy at that loss or below, interpolated);
+    the seed's gap is ``family``'s value minus the largest value of the other families
+    (those in ``exclude`` left out: no defense is not a defense). The row holds the mean
+    gap over the seeds where both exist, Student's t interval, and which baseline was
+    best most often. A level where ``family`` or every baseline loses more has no gap.
+    """
+    from collections import Counter
+
+    by: dict = {}
+    for r in records:
+        if r.kind != "tradeoff":
+            continue
+        c = r.config
+        by.setdefault((c["attack"], r.seed, c["family"]), []).append((r.numbers["privacy_loss"], r.numbers["accuracy"]))
+    if not any(k[2] == family for k in by):
+        raise ValueError(f"the records hold no defense {family!r}; defenses: {sorted({k[2] for k in by})}")
+    rows = []
+    for a in sorted({k[0] for k in by}):
+        seeds = sorted({k[1] for k in by if k[0] == a})
+        for L in levels:
+            gaps, best = [], Counter()
+            for sd in seeds:
+                curves = {f: _curve_value(np.array([p for p, _ in pts]), np.array([q for _, q in pts]), L)
+                          for (aa, ss, f), pts in by.items() if aa == a and ss == sd}
+                mine = curves.pop(family, math.nan)
+                others = {f: v for f, v in curves.items() if f not in exclude and not math.isnan(v)}
+                if math.isnan(mine) or not others:
+                    continue
+                top = max(others, key=others.get)
+                gaps.append(mine - others[top])
+                best[top] += 1
+            rows.append({"attack": a, "privacy_loss": L, "gap": float(np.mean(gaps)) if gaps else None,
+                         "ci": _t_interval(gaps, level), "seeds": len(gaps),
+                         "best_baseline": best.most_common(1)[0][0] if best else None})
     return rows
 
 

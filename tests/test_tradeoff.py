@@ -10,7 +10,7 @@ from leaklab.federated import train_federated
 from leaklab.metrics.privacy_loss import membership_loss, privacy_loss, reconstruction_loss, tracing_loss
 from leaklab.models import build_model
 from leaklab.results import Record, resume_records, write_records
-from leaklab.tradeoff import RECORDS_FILE, compare_at_equal_loss, expand_defenses, sweep_tradeoff
+from leaklab.tradeoff import RECORDS_FILE, compare_at_equal_loss, expand_defenses, gap_at_equal_loss, sweep_tradeoff
 
 SMALL = {"records": 300, "rounds": 3, "attack_trials": 16, "clients": 4, "hidden": 16}
 DEFENSES = "dp:clip=1,noise=0/2;prune:ratio=0.9"
@@ -229,3 +229,27 @@ def test_spn_sweeps_by_default_and_reconstruction_keeps_the_best_attack(tmp_path
     assert n["attack_attack"] == "best of analytic, idlg"
     assert n["privacy_loss"] >= max(0.0, n["attack_ssim_analytic"], n["attack_ssim_idlg"]) - 1e-9
     assert n["privacy_loss"] > 0.99          # undefended, one record: the analytic attack is exact
+
+
+def _rec(family, seed, attack, pl, acc):
+    return Record(kind="tradeoff", config={"attack": attack, "family": family, "defense": {"name": family, "v": pl}},
+                  seed=seed, numbers={"privacy_loss": pl, "accuracy": acc})
+
+
+def test_gap_at_equal_loss_is_paired_per_seed_against_the_best_baseline():
+    recs = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, -0.02)):
+        recs += [_rec("spn", seed, "membership", 0.1, 0.80 + shift), _rec("spn", seed, "membership", 0.5, 0.90 + shift),
+                 _rec("dp", seed, "membership", 0.1, 0.60), _rec("dp", seed, "membership", 0.5, 0.70),
+                 _rec("sign", seed, "membership", 0.2, 0.75),
+                 _rec("none", seed, "membership", 0.05, 0.99)]      # not a defense: never the baseline
+    rows = {r["privacy_loss"]: r for r in gap_at_equal_loss(recs, "spn", levels=(0.1, 0.3))}
+    # at 0.1 only dp is there: spn 0.80 vs dp 0.60; at 0.3: spn 0.85 vs sign 0.75 (dp: 0.65)
+    assert rows[0.1]["gap"] == pytest.approx(0.20) and rows[0.1]["best_baseline"] == "dp"
+    assert rows[0.3]["gap"] == pytest.approx(0.10) and rows[0.3]["best_baseline"] == "sign"
+    lo, hi = rows[0.3]["ci"]
+    assert lo < 0.10 < hi and rows[0.3]["seeds"] == 3
+    with pytest.raises(ValueError, match="no defense 'vib'"):
+        gap_at_equal_loss(recs, "vib")
+    below = gap_at_equal_loss(recs, "spn", levels=(0.05,))[0]      # spn's weakest point loses more
+    assert below["gap"] is None and below["seeds"] == 0
