@@ -176,6 +176,18 @@ def test_cli_tradeoff(tmp_path, capsys):
     assert "needs images" in capsys.readouterr().err
     assert main(["tradeoff", "--dataset", "digits", "--defense", "sign", "--attack", "both",
                  "--out", str(tmp_path)]) == 2
+    assert main(["tradeoff", "--dataset", "diabetes", "--defense", "sign", "--attack", "membership",
+                 "--gap", "spn", "--out", str(tmp_path)]) == 2
+    assert "--gap 'spn' is not among the defenses swept" in capsys.readouterr().err
+
+
+def test_cli_tradeoff_prints_the_gap_at_equal_privacy_loss(tmp_path, capsys):
+    assert main(["tradeoff", "--dataset", "diabetes", "--defense", "spn:alpha=0.1/1;sign", "--attack", "tracing",
+                 "--seeds", "2", "--levels", "0.5,1", "--gap", "spn", "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gap"]["defense"] == "spn" and [r["privacy_loss"] for r in out["gap"]["rows"]] == [0.5, 1.0]
+    full = out["gap"]["rows"][1]                                   # at loss <= 1 every curve has a value
+    assert full["seeds"] == 2 and full["best_baseline"] == "sign" and full["gap"] is not None
 
 
 def test_sweep_attacks_the_trained_model_under_a_model_side_defense(tmp_path, monkeypatch):

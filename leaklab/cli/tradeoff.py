@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder of tradeoff.jsonl and tradeoff.png")
     p.add_argument("--levels", default="0.1,0.25,0.5,0.75", metavar="LIST",
                    help="privacy-loss levels of the comparison (default 0.1,0.25,0.5,0.75)")
+    p.add_argument("--gap", metavar="NAME", default=None,
+                   help="also print defense NAME's accuracy minus the best other defense's at equal privacy "
+                        "loss, paired per seed (e.g. --gap spn)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -49,8 +52,8 @@ def cmd_tradeoff(args) -> int:
 
     from ..data import dataset_info
     from ..runtime import get_device
-    from ..tradeoff import (RECORDS_FILE, compare_at_equal_loss, expand_defenses, json_key, plot_tradeoff,
-                            sweep_tradeoff)
+    from ..tradeoff import (RECORDS_FILE, compare_at_equal_loss, expand_defenses, gap_at_equal_loss, json_key,
+                            plot_tradeoff, sweep_tradeoff)
 
     try:
         levels = [float(t) for t in args.levels.split(",") if t.strip()]
@@ -62,7 +65,10 @@ def cmd_tradeoff(args) -> int:
     if "reconstruction" in args.attack and info.modality != "image":
         raise ValueError(f"--attack reconstruction needs images; dataset {info.name!r} holds {info.modality} "
                          "records (use --attack membership,tracing)")
-    expand_defenses(args.defense)                          # check the specs before any work
+    points = expand_defenses(args.defense)                 # check the specs before any work
+    if args.gap is not None and args.gap not in {f for f, _, _, _ in points}:
+        raise ValueError(f"--gap {args.gap!r} is not among the defenses swept "
+                         f"({', '.join(sorted({f for f, _, _, _ in points}))})")
     device = get_device(args.device)
     records = sweep_tradeoff(args.dataset, args.defense, attacks=args.attack, adaptive=args.adaptive,
                              seeds=args.seeds, out=args.out, device=device, progress=args.progress)
@@ -70,6 +76,7 @@ def cmd_tradeoff(args) -> int:
     records = [r for r in records if json_key(r.config["defense"]) in wanted and r.config["attack"] in args.attack
                and r.config["adaptive"] == args.adaptive and r.seed < args.seeds and r.config["dataset"] == info.name]
     rows = compare_at_equal_loss(records, levels=levels)
+    gaps = gap_at_equal_loss(records, args.gap, levels=levels) if args.gap else None
     matplotlib.use("Agg")
     fig = plot_tradeoff(records)
     png = Path(args.out) / "tradeoff.png"
@@ -81,7 +88,8 @@ def cmd_tradeoff(args) -> int:
                     "points": [{"defense": r.config["defense"], "attack": r.config["attack"], "seed": r.seed,
                                 "accuracy": r.numbers["accuracy"], "privacy_loss": r.numbers["privacy_loss"],
                                 "epsilon": r.numbers.get("epsilon")} for r in records],
-                    "comparison": rows, "files": files})
+                    "comparison": rows, **({"gap": {"defense": args.gap, "rows": gaps}} if gaps else {}),
+                    "files": files})
         return 0
     print(f"trade-off on {info.name}: {len(records)} records, {args.seeds} seed(s), "
           f"{'adaptive' if args.adaptive else 'static'} adversary")
@@ -101,6 +109,15 @@ def cmd_tradeoff(args) -> int:
         else:
             val = f"{row['accuracy']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
         print(f"  {row['attack']:<15} loss <= {row['privacy_loss']:<5g} {row['defense']:<8} {val}")
+    if gaps:
+        print(f"\n{args.gap} minus the best other defense at equal privacy loss (paired per seed, 95% CI):")
+        for g in gaps:
+            if g["gap"] is None:
+                val = "no comparison (one side loses more at every point)"
+            else:
+                ci = "" if g["ci"] is None else f" [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]"
+                val = f"{g['gap']:+.3f}{ci} vs {g['best_baseline']} ({g['seeds']} seeds)"
+            print(f"  {g['attack']:<15} loss <= {g['privacy_loss']:<5g} {val}")
     for f in files:
         print(f"wrote {f}")
     return 0
