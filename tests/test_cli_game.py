@@ -72,3 +72,30 @@ def test_bad_input_is_one_line_and_exit_status_2(argv, message, capsys):
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
     assert message in err
+
+
+def test_game_refuses_rounds_whose_scores_cannot_fit(capsys, monkeypatch):
+    import leaklab.cli.game as cg
+
+    monkeypatch.setattr(cg, "available_memory", lambda device: 2**30)      # 1 GiB free
+    assert main(["game", "attribute", "--dataset", "diabetes", "--rounds", "10000000", "--trials", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "--rounds 10000000 x --trials 100" in err and "use --rounds 111848 or fewer" in err
+
+
+def test_game_estimates_the_time_of_a_long_run(capsys, monkeypatch):
+    import leaklab.cli.game as cg
+    import leaklab.games as games
+
+    calls = []
+    monkeypatch.setattr(cg, "PROBE_ABOVE", 3)
+    original = games.play
+
+    def probe(*a, **kw):
+        calls.append(kw["rounds"])
+        return original(*a, **kw)
+
+    monkeypatch.setattr(games, "play", probe)
+    assert main(["game", "attribute", "--dataset", "diabetes", "--rounds", "4", "--trials", "20", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert calls[:2] == [1, 3] and "note: 4 rounds in all; a probe took" in err and "expect about" in err

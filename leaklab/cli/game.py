@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_defense_arguments, check_out_dir, defense_json, int_list, positive_int, print_json
+from .common import (add_defense_arguments, available_memory, check_out_dir, defense_json, gigabytes, int_list,
+                     positive_int, print_json)
+
+#: Above this many rounds in all (batch sizes x the largest --rounds), a short probe estimates the time.
+PROBE_ABOVE = 200
 
 GAME_NAMES = ("attribute", "property", "distribution", "user", "membership", "tracing")
 
@@ -58,6 +62,7 @@ def cmd_game(args) -> int:
     make_adversary(args.adversary).check(game, info)
     check_out_dir(args.out)
     data = load_dataset(args.dataset)
+    _check_resources(args, game, data, device)
     records = sweep(args.game, data, attribute=game.attribute, adversary=args.adversary,
                     batch_sizes=args.batch_size, rounds=args.rounds, trials=args.trials,
                     seed=args.seed, device=device, progress=args.progress,
@@ -126,3 +131,50 @@ def cmd_game(args) -> int:
     for f in out.get("files", []):
         print(f"wrote {f}")
     return 0
+
+
+def _check_resources(args, game, data, device) -> None:
+    """Refuse up front a run whose scores cannot fit in memory; estimate the time of a long one.
+
+    Every observed round keeps one score per trial and secret value (float64) until the
+    end; the refusal names the largest ``--rounds`` that fits. Above ``PROBE_ABOVE``
+    rounds in all, the game is played for 1 and for 3 rounds at the largest batch
+    size, and the difference (the cost of a round, without the adversary's one-off
+    preparation) times the rounds gives the estimate printed on stderr.
+    """
+    import sys
+    import time
+
+    from ..games import play
+
+    top = max(args.rounds)
+    secrets = max(len(game.secret_names(data)), 2)
+    per_round = args.trials * secrets * 8 * 3           # the scores, their stack and the scoring's copies
+    free = available_memory(device)
+    if free is not None and top * per_round > 0.5 * free:
+        fit = max(int(0.5 * free // per_round), 0)
+        raise ValueError(f"--rounds {top} x --trials {args.trials} keeps about {gigabytes(top * per_round)} of "
+                         f"scores, more than half the {gigabytes(free)} free; use --rounds {fit} or fewer "
+                         f"(or fewer --trials)")
+    total = top * len(args.batch_size)
+    if total <= PROBE_ABOVE:
+        return
+    options = dict(attribute=game.attribute, adversary=args.adversary, batch_size=max(args.batch_size),
+                   trials=args.trials, seed=args.seed, device=device, progress=False, defense=args.defense,
+                   adaptive=args.adaptive)
+    t0 = time.perf_counter()
+    play(args.game, data, rounds=1, **options)
+    t1 = time.perf_counter()
+    play(args.game, data, rounds=3, **options)
+    t3 = time.perf_counter()
+    per = max((t3 - t1) - (t1 - t0), 0.0) / 2
+    print(f"note: {total} rounds in all; a probe took {per:.2g} s per round, so expect about "
+          f"{_duration(per * total)} (--progress shows the time left)", file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -37,7 +37,8 @@ def sweep(game: str, dataset, *, batch_sizes: Sequence[int] = (1, 4, 16), rounds
     rs = sorted(set(_ints("rounds", rounds)))
     out = []
     for b in tqdm(sizes, desc="batch sizes", progress=progress, leave=False):
-        res = play(game, dataset, batch_size=b, rounds=max(rs), seed=seed, progress=False, **options)
+        res = play(game, dataset, batch_size=b, rounds=max(rs), seed=seed, progress=progress and max(rs) > 1,
+                   **options)
         out += [res.record(r) for r in rs]
     return out
 
