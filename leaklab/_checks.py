@@ -107,6 +107,16 @@ class Registry(dict):
         self[name] = obj
         return obj
 
+    def decorator(self, name: str, *, set_name: bool = False):
+        """A decorator that registers what it decorates as ``name`` (and, with ``set_name``,
+        sets the class attribute ``name``): the body of every ``register_*`` function."""
+        def deco(obj):
+            self.add(name, obj)
+            if set_name:
+                obj.name = name
+            return obj
+        return deco
+
     def lookup(self, name: str):
         """The object registered as ``name``; an unknown name raises a ValueError listing the known ones."""
         check_choice(self.noun, name, self)

@@ -32,9 +32,7 @@ _MODELS: Registry = Registry("a model", "model")
 
 def register_model(name: str):
     """Decorator: make a model class or factory available to :func:`build_model` as ``name``."""
-    def deco(factory):
-        return _MODELS.add(name, factory)
-    return deco
+    return _MODELS.decorator(name)
 
 
 def list_models() -> list[str]:

@@ -57,6 +57,10 @@ def test_chapter_form(path):
     for c in cells:
         if c.cell_type == "code":
             assert not c.get("outputs"), f"{path.name} is committed with outputs; clear them"
+    import json
+    ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]     # as stored, before nbformat fills them
+    assert None not in ids, f"{path.name} has cells without an id (nbformat 4.5 requires one)"
+    assert len(set(ids)) == len(ids), f"{path.name} has duplicate cell ids"
     leaked = re.search(r"(?<![\w:.])/(?:home|root|tmp|work|Users)/\w", path.read_text())
     assert leaked is None, f"{path.name} mentions a machine path: {leaked and leaked.group(0)}"
 

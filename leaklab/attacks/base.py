@@ -44,9 +44,7 @@ def register_attack(name: str) -> Callable[[AttackFn], AttackFn]:
     batch_size, device, seed, progress, **options)`` where ``params`` and ``grads``
     map parameter names to tensors with a leading trial dimension ``T``.
     """
-    def deco(fn: AttackFn) -> AttackFn:
-        return _ATTACKS.add(name, fn)
-    return deco
+    return _ATTACKS.decorator(name)
 
 
 def get_attack(name: str) -> AttackFn:

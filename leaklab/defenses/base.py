@@ -125,11 +125,7 @@ _DEFENSES: Registry = Registry("a defense", "defense")
 
 def register_defense(name: str) -> Callable[[type[Defense]], type[Defense]]:
     """Class decorator: make a :class:`Defense` available as ``name`` (and in ``NAME:KEY=VALUE`` specs)."""
-    def deco(cls):
-        _DEFENSES.add(name, cls)
-        cls.name = name
-        return cls
-    return deco
+    return _DEFENSES.decorator(name, set_name=True)
 
 
 def list_defenses() -> list[str]:

@@ -66,11 +66,7 @@ _ADVERSARIES: Registry = Registry("an adversary", "adversary")
 
 def register_adversary(name: str) -> Callable[[type[Adversary]], type[Adversary]]:
     """Class decorator: make an :class:`Adversary` available to :func:`make_adversary` as ``name``."""
-    def deco(cls):
-        _ADVERSARIES.add(name, cls)
-        cls.name = name
-        return cls
-    return deco
+    return _ADVERSARIES.decorator(name, set_name=True)
 
 
 def list_adversaries() -> list[str]:

@@ -103,11 +103,7 @@ _GAMES: Registry = Registry("a game", "game")
 
 def register_game(name: str) -> Callable[[type[Game]], type[Game]]:
     """Class decorator: make a :class:`Game` subclass available to :func:`make_game` as ``name``."""
-    def deco(cls: type[Game]) -> type[Game]:
-        _GAMES.add(name, cls)
-        cls.name = name
-        return cls
-    return deco
+    return _GAMES.decorator(name, set_name=True)
 
 
 def list_games() -> list[str]:
