@@ -78,3 +78,48 @@ def test_the_bibliography_parses_and_holds_every_cited_key():
             cited.update(k.strip() for k in group.split(","))
     assert cited, "no citation found: the pattern is wrong"
     assert not cited - keys, f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+#: Every notebook of the book, appendices included, for the checks of its exercises.
+ALL_NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+#: Chapters whose exercises do not have hints and solutions yet; strict, so that the mark must go
+#: as soon as they do.
+_EXERCISES_PENDING = {"09_tradeoff.ipynb", "10_spn.ipynb"}
+
+
+def _exercises(path: Path) -> list[tuple[int, str]]:
+    """The numbered items of a notebook's "## Exercises" section: (number, text with its indented blocks)."""
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Exercises" in text, f"{path.name} has no '## Exercises' section"
+    section = text.split("## Exercises", 1)[1]
+    section = re.split(r"(?m)^#{1,2} ", section)[0]             # up to the next heading of level 1 or 2
+    parts = re.split(r"(?m)^(\d+)\. ", section)                 # list items start at the margin
+    return [(int(n), body) for n, body in zip(parts[1::2], parts[2::2])]
+
+
+def _dropdown(body: str, title: str) -> str | None:
+    """The text of the ``{admonition} title`` with ``:class: dropdown`` inside a list item, or None."""
+    m = re.search(r"(?m)^ {3}(`{3,})\{admonition\} " + title + r"[ \t]*\n {3}:class: dropdown[ \t]*\n", body)
+    if m is None:
+        return None
+    end = re.search(r"(?m)^ {3}" + m.group(1) + r"[ \t]*$", body[m.end():])
+    return None if end is None else body[m.end():m.end() + end.start()]
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="exercises without hints and solutions yet"))
+    if p.name in _EXERCISES_PENDING else p for p in ALL_NOTEBOOKS], ids=lambda p: p.name)
+def test_every_exercise_has_a_hint_and_a_solution_in_dropdowns(path):
+    exercises = _exercises(path)
+    assert exercises, f"{path.name}: no numbered exercise under '## Exercises'"
+    assert [n for n, _ in exercises] == list(range(1, len(exercises) + 1)), \
+        f"{path.name}: exercises are not numbered 1, 2, ...: {[n for n, _ in exercises]}"
+    for n, body in exercises:
+        hint, solution = _dropdown(body, "Hint"), _dropdown(body, "Solution")
+        assert hint is not None, f"{path.name}, exercise {n}: no closed Hint dropdown indented under it"
+        assert solution is not None, f"{path.name}, exercise {n}: no closed Solution dropdown indented under it"
+        assert body.index("{admonition} Hint") < body.index("{admonition} Solution"), \
+            f"{path.name}, exercise {n}: the hint must come before the solution"
+        for what, inner in (("hint", hint), ("solution", solution)):
+            assert len(inner.split()) >= 10, f"{path.name}, exercise {n}: the {what} is (nearly) empty"
