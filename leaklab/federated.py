@@ -87,8 +87,10 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     held-out set. Every client samples ``batch_size`` records of its shard per
     (local) step, without replacement within the batch. For DP-SGD the epsilon of
     each client at ``delta`` comes from the Opacus ``accountant`` with sample rate
-    ``batch_size / shard`` over ``rounds * local_steps`` steps (the batches here have a fixed size,
-    not Poisson sampling: the usual approximation when an accountant is applied to such training).
+    ``batch_size / shard`` over the noisy steps a client takes: ``rounds`` for FedSGD (one
+    release per round; ``local_steps`` is FedAvg's and FedSGD ignores it), ``rounds * local_steps``
+    for FedAvg (the batches here have a fixed size, not Poisson sampling: the usual
+    approximation when an accountant is applied to such training).
     """
     from ._progress import trange
 
@@ -192,7 +194,8 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     eps = acc_name = None
     if defense.name == "dp":
         acc_name = accountant
-        eps = float(defense.epsilon(delta=delta, sample_rate=batch_size / shard, steps=rounds * local_steps,
+        noisy_steps = rounds * (local_steps if protocol == "fedavg" else 1)    # each client's noisy releases
+        eps = float(defense.epsilon(delta=delta, sample_rate=batch_size / shard, steps=noisy_steps,
                                     accountant=accountant)) if defense.noise > 0 else math.inf
     config = {"clients": clients, "rounds": rounds, "protocol": protocol, "batch_size": batch_size,
               "local_steps": local_steps, "lr": lr, "defense": defense.config(), "engine": engine,

@@ -243,6 +243,27 @@ def test_perturb_stays_in_budget_and_fools_its_surrogate(mlp):
     assert all(torch.equal(zero[k], rel[k]) for k in rel)
 
 
+def test_unfitted_perturb_is_a_random_direction_of_exactly_the_budget(mlp):
+    g = torch.Generator().manual_seed(1)
+    rel = release(mlp, torch.randn(64, 1, 6, generator=g), torch.zeros(64, 1, dtype=torch.long))
+    d = Perturb(budget=0.3)
+    assert d.surrogate_ is None
+    out = d(rel, generator=_gen())
+    flat = torch.cat([v.reshape(64, -1) for v in rel.values()], 1)
+    delta = torch.cat([v.reshape(64, -1) for v in out.values()], 1) - flat
+    torch.testing.assert_close(delta.norm(dim=1), 0.3 * flat.norm(dim=1))
+    cos = torch.nn.functional.cosine_similarity(delta[:-1], delta[1:], dim=1)
+    assert cos.abs().max() < 0.9                       # a fresh direction per release, not one shared
+
+
+@pytest.mark.parametrize("game", ["membership", "tracing"])
+def test_membership_and_tracing_leave_perturb_unfitted(game):
+    from leaklab import games
+    d = Perturb(budget=0.3)
+    games.play(game, "digits", trials=16, defense=d, seed=0, progress=False, **({"clients": 4} if game == "tracing" else {}))
+    assert d.surrogate_ is None      # no secret of the batch alone to learn: the perturbation is random
+
+
 def test_vib_objective_is_ce_plus_beta_kl(batch, mlp):
     xs, ys = batch
     vib = make_defense("vib", beta=0.1, size=4).wrap(mlp)

@@ -6,6 +6,7 @@ import torch
 
 from leaklab.cli import main
 from leaklab.data import load_dataset
+from leaklab.defenses import parse_defense
 from leaklab.federated import train_federated
 from leaklab.metrics.privacy_loss import membership_loss, privacy_loss, reconstruction_loss, tracing_loss
 from leaklab.models import build_model
@@ -165,6 +166,19 @@ def test_federated_training_learns_and_dp_costs_accuracy():
     assert accs[None].accuracy > 0.6                          # chance is 0.1
     assert accs["dp:clip=1,noise=8"].accuracy < accs[None].accuracy - 0.1
     assert accs["dp:clip=1,noise=8"].epsilon < 10
+
+
+@pytest.mark.parametrize("protocol,local_steps,steps", [("fedsgd", 1, 6), ("fedsgd", 3, 6), ("fedavg", 3, 18)])
+def test_dp_epsilon_counts_the_noisy_steps_each_client_takes(protocol, local_steps, steps):
+    """FedSGD releases once per round whatever local_steps says; FedAvg noises every local step."""
+    data = load_dataset("digits").subset(torch.arange(400))
+    d = parse_defense("dp:clip=1,noise=1.5")
+    model = build_model("mlp", data.input_shape, data.num_classes, hidden=(8,), seed=0)
+    run = train_federated(model, data, clients=4, rounds=6, protocol=protocol, local_steps=local_steps,
+                          batch_size=10, defense=d, progress=False)
+    want = d.epsilon(delta=1e-5, sample_rate=10 / 100, steps=steps, accountant="rdp")
+    assert run.epsilon == pytest.approx(want, rel=1e-9)
+    assert run.epsilon < d.epsilon(delta=1e-5, sample_rate=10 / 100, steps=steps + 1, accountant="rdp")
 
 
 def test_cli_tradeoff(tmp_path, capsys):

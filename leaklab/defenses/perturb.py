@@ -9,9 +9,12 @@ surrogate can no longer tell the secret; as MemGuard does, the target is uncerta
 rather than a flipped guess, which a static attacker could simply read in reverse.
 Neither paper B's surrogate nor its budget is public: this form is ours.
 
-Without a fitted surrogate (e.g. against reconstruction, where there is no secret
-to classify) the perturbation is a random direction of norm ``budget * |g|``:
-then the defense is the noise defense at a relative level.
+Without a fitted surrogate the perturbation is a random direction of norm
+``budget * |g|``: then the defense is the noise defense at a relative level. That is
+what it does against reconstruction, where there is no secret to classify, and in the
+membership and tracing games, whose secret is not a property of the batch that a
+classifier of the gradient alone could learn: the adversary's guess there depends on
+the candidate record it holds, which the defender does not know.
 """
 from __future__ import annotations
 
