@@ -9,12 +9,13 @@ TORCH_SPEC  ?= torch==2.13.0
 STAMP       := $(VENV)/.leaklab-installed
 JB          := $(VENV)/bin/jupyter-book
 
-.PHONY: help env test unit notebooks book-check book lab clean
+.PHONY: help env test unit notebooks solutions book-check book lab clean
 
 help:
 	@echo "make test   set up, run the unit tests, every notebook (smoke profile), and check the book's structure"
 	@echo "make book   set up, execute every chapter (book profile) and build _build/html"
 	@echo "make lab    set up and open the chapters in JupyterLab, in the project's environment"
+	@echo "make solutions  run every chapter with its exercises' solutions (smoke profile), timed"
 	@echo "make clean  remove build outputs"
 
 $(PY):
@@ -42,6 +43,11 @@ unit: env
 
 notebooks: env
 	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest notebooks $(NBMAKE) -q
+
+# Every exercise's solution, run after its chapter in the same kernel (smoke profile unless
+# LEAKLAB_PROFILE says otherwise): each chapter's time, the solutions' time and their outputs.
+solutions: env
+	LEAKLAB_PROFILE=$${LEAKLAB_PROFILE:-smoke} LEAKLAB_PROGRESS=0 $(PY) benchmarks/chapters.py --solutions notebooks/*.ipynb
 
 # The book's structure without executing it: toc, cross-references, bibliography, API page.
 book-check: env
