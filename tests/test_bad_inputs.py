@@ -499,6 +499,10 @@ API_CASES = [
     (lambda: play(dataset=5), "dataset must be a dataset name or a Dataset, got int"),
     (lambda: play(aux_fraction=2.0), "aux_fraction must lie in"),
     (lambda: play(game="membershipp"), "unknown game 'membershipp'"),
+    (lambda: play(game="membership", model=mlp(out=3)), "model outputs 3 classes, the data have num_classes=2"),
+    (lambda: play(game="membership", model=mlp(inp=12)), "model does not accept one record of input_shape \\(10,\\)"),
+    (lambda: play(game="tracing", clients=4, model=bn_model()), "BatchNorm1d layer '1' is in training mode"),
+    (lambda: play(game="tracing", clients=4, model=dropout_model()), "Dropout layer '1' \\(p=0.3\\) is active"),
     # profiles, photographs, registries
     (lambda: __import__("leaklab").get_profile("bogus"), "unknown profile 'bogus'; choose from: smoke, book, paper"),
     (lambda: __import__("leaklab").get_profile(5), "profile name must be a string"),

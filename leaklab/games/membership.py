@@ -61,7 +61,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .._checks import check_choice, check_fraction, check_positive_int, check_seed
-from ..data import as_dataset, Dataset
+from ..data import Dataset
 from ..fl import flatten
 from ..metrics.classification import tpr_at_fprs
 from ..release import objective_of, shared_names
@@ -69,7 +69,7 @@ from ..results import Record
 from ..runtime import get_device
 from .adversaries import Adversary, make_adversary, register_adversary
 from .games import Game, Trials, register_game
-from .protocol import GameResult, Knowledge, Observation, as_game_defense, default_model, secure_release
+from .protocol import GameResult, Knowledge, Observation, checked_dataset, secure_release, set_up_players
 
 __all__ = ["MembershipGame", "MembershipResult", "AlignmentAdversary", "LossAdversary", "LiRAAdversary",
            "train_stacked", "stacked_init", "play_membership", "OBSERVE", "DEFAULT_ADVERSARY"]
@@ -499,16 +499,13 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
     check_seed(seed)
-    dataset = as_dataset(dataset)
+    dataset = checked_dataset(dataset, model)
     from .games import make_game
 
     game = make_game("membership", dataset.info)
     adv.check(game, dataset.info)
-    defense = as_game_defense(defense)
-    aux, pool = dataset.split(aux_fraction, seed=seed)
-    if model is None:
-        model = default_model(dataset, seed=seed, device=dev)
-    model = defense.wrap(model.to(dev))
+    defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
+                                               device=dev)
     gen = torch.Generator().manual_seed(seed)
     recipe = {"steps": train_steps, "lr": lr, "batch_size": train_batch_size, "momentum": momentum}
     config = {"observe": observe, "clients": clients, "engine": engine, "defense": defense.config(),

@@ -333,6 +333,28 @@ def default_model(dataset: Dataset, *, seed: int = 0, device=None) -> nn.Module:
     return build_model(name, dataset.input_shape, dataset.num_classes, seed=seed, device=device, **opts)
 
 
+def checked_dataset(dataset, model: nn.Module | None) -> Dataset:
+    """The dataset (a name or a :class:`Dataset`), and the reader's own model checked against it
+    (a dry forward pass: a wrong input shape or class count, BatchNorm or dropout is one line)."""
+    dataset = as_dataset(dataset)
+    if model is not None:
+        from ..validate import check_model
+        check_model(model, dataset.input_shape, dataset.num_classes)
+    return dataset
+
+
+def set_up_players(dataset: Dataset, defense, model: nn.Module | None, *, aux_fraction: float, seed: int,
+                   device) -> tuple[DefenseBase, Dataset, Dataset, nn.Module]:
+    """What every game's set-up shares: the defense, the adversary's auxiliary records and the
+    challenger's pool (split by ``seed``), and the model — the default for the modality when none
+    is given — moved to ``device`` and wrapped by a model-side defense (which changes the model)."""
+    defense = as_game_defense(defense)
+    aux, pool = dataset.split(aux_fraction, seed=seed)
+    if model is None:
+        model = default_model(dataset, seed=seed, device=device)
+    return defense, aux, pool, defense.wrap(model.to(device))
+
+
 def _phi(game: Game, pool: Dataset, trials: Trials) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if trials.target is None:
         return None, None
@@ -439,23 +461,16 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     check_choice("engine", engine, ENGINES)
     check_seed(seed)
-    dataset = as_dataset(dataset)
-    if model is not None:
-        from ..validate import check_model
-        check_model(model, dataset.input_shape, dataset.num_classes)
+    dataset = checked_dataset(dataset, model)
     if not isinstance(game, Game):
         game = make_game(game, dataset.info, attribute=attribute, **dict(game_options or {}))
     adv = make_adversary(adversary, **dict(adversary_options or {}))
     adv.check(game, dataset.info)
-    defense = as_game_defense(defense)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-
-    aux, pool = dataset.split(aux_fraction, seed=seed)
+    defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
+                                               device=dev)
     names = game.secret_names(pool)
-    if model is None:
-        model = default_model(dataset, seed=seed, device=dev)
-    model = defense.wrap(model.to(dev))              # a model-side defense changes the model itself
     steps = math.ceil(len(pool) / 32) if steps_per_round is None else check_positive_int(
         "steps_per_round", steps_per_round, minimum=0)
 

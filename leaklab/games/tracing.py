@@ -35,15 +35,15 @@ import torch
 from torch import nn
 
 from .._checks import check_fraction, check_positive_int, check_seed
-from ..data import as_dataset, Dataset
+from ..data import Dataset
 from ..fl import parameters_of, train
 from ..release import shared_names
 from ..runtime import get_device
 from .adversaries import Adversary, make_adversary
 from .games import Game, Trials, make_game, register_game
 from .membership import _other_records
-from .protocol import (GameResult, Knowledge, Observation, as_game_defense, default_model, release_gradients,
-                       secure_release)
+from .protocol import (GameResult, Knowledge, Observation, checked_dataset, release_gradients, secure_release,
+                       set_up_players)
 
 __all__ = ["TracingGame", "play_tracing", "TRACING_ADVERSARIES"]
 
@@ -118,14 +118,11 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
     check_seed(seed)
-    dataset = as_dataset(dataset)
+    dataset = checked_dataset(dataset, model)
     game = make_game("tracing", dataset.info, clients=clients, identical=identical)
     adv.check(game, dataset.info)
-    defense = as_game_defense(defense)
-    aux, pool = dataset.split(aux_fraction, seed=seed)
-    if model is None:
-        model = default_model(dataset, seed=seed, device=dev)
-    model = defense.wrap(model.to(dev))
+    defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
+                                               device=dev)
     if warmup_steps:
         train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
     gen = torch.Generator().manual_seed(seed)
