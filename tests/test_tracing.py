@@ -62,3 +62,66 @@ def test_cli_tracing_and_membership(capsys):
     assert "--clients belongs to the tracing game" in capsys.readouterr().err
     assert main(["game", "tracing", "--dataset", "digits", "--adversary", "lira"]) == 2
     assert "does not play the tracing game" in capsys.readouterr().err
+
+
+# -- FedAvg releases -----------------------------------------------------------------------------------
+
+def test_local_updates_match_a_loop_of_sgd_steps(digits):
+    """The batched FedAvg update of each client against plain autograd SGD, one client at a time."""
+    import torch
+
+    from leaklab.fl import parameters_of
+    from leaklab.games.tracing import local_updates
+    from leaklab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", digits.input_shape, digits.num_classes, hidden=(16,), seed=0)
+    theta = parameters_of(model)
+    xs, ys = digits.x[:12].reshape(4, 3, 1, 8, 8), digits.y[:12].reshape(4, 3)
+    params = {k: v[None].expand(4, *v.shape) for k, v in theta.items()}
+    lr, steps = 0.3, 3
+    g = local_updates(model, xs, ys, params, steps=steps, lr=lr)
+    for i in range(4):
+        local = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        for _ in range(steps):
+            out = torch.func.functional_call(model, local, (xs[i],))
+            grads = torch.autograd.grad(torch.nn.functional.cross_entropy(out, ys[i]), list(local.values()))
+            local = {k: (v - lr * d).detach().requires_grad_(True) for (k, v), d in zip(local.items(), grads)}
+        for k in theta:
+            torch.testing.assert_close(g[k][i], (theta[k] - local[k].detach()) / lr, rtol=1e-4, atol=1e-6)
+    one = local_updates(model, xs, ys, params, steps=1, lr=lr)
+    from leaklab.release import release
+    plain = release(model, xs, ys)
+    for k in plain:
+        torch.testing.assert_close(one[k], plain[k], rtol=1e-4, atol=1e-6)
+
+
+def test_fedavg_tracing_beats_chance_and_identical_clients_stay_at_chance(digits):
+    r = play_tracing(digits, clients=8, batch_size=1, trials=200, local_steps=3, lr=0.1, progress=False)
+    assert r.score().accuracy >= 0.9 and r.config["protocol"] == "fedavg" and r.config["local_steps"] == 3
+    loss = play_tracing(digits, adversary="loss", clients=8, batch_size=1, trials=200, local_steps=3, lr=0.1,
+                        progress=False)
+    assert loss.score().accuracy >= 0.6                 # 0.815 measured: the clients' own local models (chance 1/8)
+    null = play_tracing(digits, clients=8, batch_size=2, trials=400, identical=True, local_steps=3, progress=False,
+                        seed=3).score()
+    lo, hi = null.auroc_ci
+    assert lo <= 0.5 <= hi
+    assert abs(null.accuracy - 1 / 8) <= 3.3 * np.sqrt(1 / 8 * 7 / 8 / 400)
+
+
+def test_one_local_step_is_fedsgd_and_the_cli_takes_local_steps(digits, capsys):
+    import json
+
+    from leaklab.cli import main
+
+    a = play_tracing(digits, clients=4, trials=40, progress=False).round_scores
+    b = play_tracing(digits, clients=4, trials=40, local_steps=1, progress=False).round_scores
+    assert np.array_equal(a, b)
+    assert main(["game", "tracing", "--dataset", "digits", "--clients", "4", "--trials", "40", "--local-steps", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["local_steps"] == 2 and out["results"][0]["accuracy"] > 0.5
+    assert main(["game", "membership", "--dataset", "digits", "--local-steps", "2"]) == 2
+    assert "--local-steps belongs to the tracing game" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="local_steps must be"):
+        play_tracing(digits, clients=4, local_steps=0, progress=False)

@@ -14,6 +14,9 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("membership and tracing")
     g.add_argument("--clients", type=positive_int, default=None,
                    help="tracing: the number of clients, each releasing its own update (default 8)")
+    g.add_argument("--local-steps", type=positive_int, default=None,
+                   help="tracing: each client's local SGD steps; above 1 the releases are FedAvg updates "
+                        "(default 1: FedSGD gradients)")
     g.add_argument("--observe", choices=("release", "model"), default=None,
                    help="membership: the FedSGD release or the trained model (default: what the adversary "
                         "observes; release for alignment)")
@@ -57,9 +60,11 @@ def cmd_membership_tracing(args) -> int:
         clients = 8 if args.clients is None else args.clients
         make_game("tracing", info, clients=clients)            # checks before any data is loaded
         opts["clients"] = clients
+        opts["local_steps"] = args.local_steps or 1
     else:
-        if args.clients is not None:
-            raise ValueError("--clients belongs to the tracing game")
+        if args.clients is not None or args.local_steps is not None:
+            raise ValueError(f"--{'clients' if args.clients is not None else 'local-steps'} belongs to the "
+                             "tracing game")
         if args.adversary in ("informed", "shadow"):
             raise ValueError(f"--adversary {args.adversary} does not play the membership game; "
                              "choose alignment, loss, lira or lira-offline")
@@ -80,7 +85,8 @@ def cmd_membership_tracing(args) -> int:
     out = {"game": args.game, "dataset": info.name, "modality": info.modality, "adversary": runs[0].adversary,
            "trials": runs[0].trials, "seed": args.seed, "device": str(device),
            "defense": runs[0].config["defense"], "adaptive": runs[0].adaptive,
-           **({"clients": opts["clients"], "chance": 1 / opts["clients"]} if args.game == "tracing" else
+           **({"clients": opts["clients"], "chance": 1 / opts["clients"], "local_steps": opts["local_steps"]}
+              if args.game == "tracing" else
               {"observe": runs[0].config["observe"]}),
            "results": results}
     if args.out:
@@ -96,8 +102,9 @@ def cmd_membership_tracing(args) -> int:
     if args.json:
         print_json(out)
         return 0
-    extra = f"{out['clients']} clients (chance {out['chance']:.3f})" if args.game == "tracing" else \
-        f"observing the {out['observe']}"
+    extra = (f"{out['clients']} clients (chance {out['chance']:.3f}), "
+             + ("FedSGD releases" if out["local_steps"] == 1 else f"FedAvg releases ({out['local_steps']} local steps)")
+             if args.game == "tracing" else f"observing the {out['observe']}")
     print(f"{args.game} game on {info.name} [{info.modality}], {out['adversary']} adversary, {extra}, "
           f"{out['trials']} trials, seed {args.seed}")
     print(f"{'batch':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8} {'advantage':>9} {'TPR@1%FPR':>9}")

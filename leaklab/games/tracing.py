@@ -1,8 +1,11 @@
 """Tracing (source inference) as a game: which of ``n`` clients holds a given record?
 
 In every trial ``n`` clients each draw a batch of ``B`` records from the
-challenger's pool and release a FedSGD gradient at the current model (each through
-the defense ``M``). The secret ``a`` is uniform over the clients; a target record
+challenger's pool and release an update at the current model ``theta`` (each through
+the defense ``M``): a FedSGD gradient, or, with ``local_steps > 1``, a FedAvg update —
+``local_steps`` SGD steps of size ``lr`` on the client's batch, every step's gradient
+released through ``M`` — which the server reads as the pseudo-gradient
+``(theta - theta_local) / lr`` (with one local step, exactly the FedSGD gradient). The secret ``a`` is uniform over the clients; a target record
 is placed in client ``a``'s batch and in no other. The server sees every client's
 release separately (no secure aggregation) and is given the target record, known
 to belong to one of the clients; it names the client. Chance is ``1 / n``.
@@ -13,9 +16,9 @@ Adversaries (each returns one score per client, ``(T, n)``):
     The cosine between the target's gradient and each client's release: the
     client whose update the target shaped most.
 ``loss``
-    The target's loss on each client's local model ``theta - lr * g_j`` (one
-    FedSGD step), as in source inference by smallest loss (Hu et al., 2021, as we
-    read it); the score is minus that loss.
+    The target's loss on each client's local model ``theta - lr * g_j`` (after one
+    FedSGD step, or the client's own FedAvg model), as in source inference by
+    smallest loss (Hu et al., 2021, as we read it); the score is minus that loss.
 
 ``identical=True`` gives every client the same batch (with the target in it): the
 releases then carry nothing about who holds the target, the null case that must
@@ -88,17 +91,41 @@ class TracingGame(Game):
         return idx
 
 
+def local_updates(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: dict[str, torch.Tensor], *,
+                  steps: int, lr: float, defense=None, generator: torch.Generator | None = None,
+                  engine: str = "batched") -> dict[str, torch.Tensor]:
+    """FedAvg releases of ``N`` clients, as pseudo-gradients: ``(theta - theta_local) / lr``.
+
+    Client ``i`` starts from its row of the stacked ``params`` (``(N, ...)`` each) and takes
+    ``steps`` SGD steps of size ``lr`` on its batch ``xs[i], ys[i]``, every step's gradient
+    released through ``defense`` (the release path, all clients in one vmap). Only the shared
+    parameters move; a secret parameter in ``params`` stays as given. With ``steps=1`` the
+    result is the defended gradient itself, up to rounding.
+    """
+    cur = dict(params)
+    start = {}
+    for _ in range(steps):
+        g = release_gradients(model, xs, ys, cur, engine=engine, defense=defense, generator=generator,
+                              params_batched=True)
+        start = start or {k: cur[k] for k in g}
+        cur.update({k: cur[k] - lr * v for k, v in g.items()})
+    return {k: (start[k] - cur[k]) / lr for k in start}
+
+
 def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = None, clients: int = 8,
                  batch_size: int = 1, trials: int = 256, defense=None, adaptive: bool = False,
                  model: nn.Module | None = None, warmup_steps: int = 0, lr: float = 0.1,
-                 identical: bool = False, aux_fraction: float = 0.5, adversary_options: dict | None = None,
+                 identical: bool = False, local_steps: int = 1, aux_fraction: float = 0.5,
+                 adversary_options: dict | None = None,
                  engine: str = "batched", device=None, seed: int = 0, progress: bool = True,
                  **unused) -> GameResult:
     """Play ``trials`` trials of the tracing game among ``clients`` clients (see the module).
 
     The model is trained for ``warmup_steps`` SGD steps on the pool first (under the
-    defense). ``lr`` is the server's FedSGD step, which the ``loss`` adversary uses to
-    form each client's local model.
+    defense). ``lr`` is the clients' SGD step, which the ``loss`` adversary uses to
+    form each client's local model; ``local_steps`` > 1 makes the releases FedAvg
+    updates (see the module). A client's secret parameters (SPN's head and codes) stay
+    as drawn during its local steps: only the shared parameters are updated and released.
     """
     for k, v in unused.items():
         if v not in (None, {}, 0, 1) and k not in ("steps_per_round", "rounds", "game_options", "attribute"):
@@ -114,6 +141,7 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     dev = get_device(device)
     check_positive_int("batch_size", batch_size)
     check_positive_int("trials", trials, minimum=2)
+    check_positive_int("local_steps", local_steps)
     check_fraction("aux_fraction", aux_fraction, low=0.05, high=0.95)
     if not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
@@ -135,7 +163,13 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     T, n = trials, game.clients
     theta = parameters_of(model)
     own = defense.client_secrets(model, n, seed=seed + 11)          # each client's own secret (SPN), or none
-    if own:
+    if local_steps > 1:
+        flat = idx.reshape(T * n, batch_size).to(dev)
+        params = {**{k: v[None].expand(T * n, *v.shape) for k, v in theta.items()},
+                  **{k: v.to(dev).repeat(T, *([1] * (v.ndim - 1))) for k, v in own.items()}}
+        g = local_updates(model, pool.x.to(dev)[flat], pool.y.to(dev)[flat], params, steps=local_steps, lr=lr,
+                          defense=defense, generator=gen, engine=engine)
+    elif own:
         flat = idx.reshape(T * n, batch_size).to(dev)
         params = {**{k: v[None].expand(T * n, *v.shape) for k, v in theta.items()},
                   **{k: v.to(dev).repeat(T, *([1] * (v.ndim - 1))) for k, v in own.items()}}
@@ -156,6 +190,7 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     if not np.all(np.isfinite(s)):
         raise ValueError(f"the {adv.name} adversary produced non-finite scores")
     config = {"clients": n, "identical": identical, "warmup_steps": warmup_steps, "lr": lr, "engine": engine,
+              "protocol": "fedavg" if local_steps > 1 else "fedsgd", "local_steps": local_steps,
               "defense": defense.config(), "model": type(model).__name__, "aux_fraction": aux_fraction,
               **{f"adversary_{k}": v for k, v in dict(adversary_options or {}).items()}}
     return GameResult(
