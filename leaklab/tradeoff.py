@@ -265,6 +265,21 @@ def _curve_value(pl: np.ndarray, acc: np.ndarray, level: float) -> float:
     return float(np.interp(level, pl, acc))
 
 
+def _curves(records: Sequence[Record]) -> dict[tuple, list[tuple[float, float]]]:
+    """The sweep's points ``(privacy_loss, accuracy)`` of each (attack, defense family, seed)."""
+    by: dict = {}
+    for r in records:
+        if r.kind == "tradeoff":
+            by.setdefault((r.config["attack"], r.config["family"], r.seed), []).append(
+                (r.numbers["privacy_loss"], r.numbers["accuracy"]))
+    return by
+
+
+def _value_at(points: list[tuple[float, float]], level: float) -> float:
+    """:func:`_curve_value` of a list of ``(privacy_loss, accuracy)`` points."""
+    return _curve_value(np.array([p for p, _ in points]), np.array([q for _, q in points]), level)
+
+
 def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] = (0.1, 0.25, 0.5, 0.75),
                           level: float = 0.95) -> list[dict]:
     """For each attack, privacy-loss level and defense: the best accuracy (mean over seeds, with a CI).
@@ -275,20 +290,13 @@ def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] 
     already loses more than the level has no value there.
     """
     rows = []
-    by = {}
-    for r in records:
-        if r.kind != "tradeoff":
-            continue
-        c = r.config
-        by.setdefault((c["attack"], c["family"], r.seed), []).append(
-            (r.numbers["privacy_loss"], r.numbers["accuracy"]))
+    by = _curves(records)
     attacks = sorted({k[0] for k in by})
     families = sorted({k[1] for k in by})
     for a in attacks:
         for L in levels:
             for f in families:
-                vals = [_curve_value(np.array([p for p, _ in pts]), np.array([q for _, q in pts]), L)
-                        for (aa, ff, _), pts in sorted(by.items()) if aa == a and ff == f]
+                vals = [_value_at(pts, L) for (aa, ff, _), pts in sorted(by.items()) if aa == a and ff == f]
                 vals = [v for v in vals if not math.isnan(v)]
                 if not vals:
                     rows.append({"attack": a, "privacy_loss": L, "defense": f, "accuracy": None, "ci": None,
@@ -322,22 +330,16 @@ def gap_at_equal_loss(records: Sequence[Record], family: str, *, levels: Sequenc
     """
     from collections import Counter
 
-    by: dict = {}
-    for r in records:
-        if r.kind != "tradeoff":
-            continue
-        c = r.config
-        by.setdefault((c["attack"], r.seed, c["family"]), []).append((r.numbers["privacy_loss"], r.numbers["accuracy"]))
-    if not any(k[2] == family for k in by):
-        raise ValueError(f"the records hold no defense {family!r}; defenses: {sorted({k[2] for k in by})}")
+    by = _curves(records)
+    if not any(k[1] == family for k in by):
+        raise ValueError(f"the records hold no defense {family!r}; defenses: {sorted({k[1] for k in by})}")
     rows = []
     for a in sorted({k[0] for k in by}):
-        seeds = sorted({k[1] for k in by if k[0] == a})
+        seeds = sorted({k[2] for k in by if k[0] == a})
         for L in levels:
             gaps, best = [], Counter()
             for sd in seeds:
-                curves = {f: _curve_value(np.array([p for p, _ in pts]), np.array([q for _, q in pts]), L)
-                          for (aa, ss, f), pts in by.items() if aa == a and ss == sd}
+                curves = {f: _value_at(pts, L) for (aa, f, ss), pts in by.items() if aa == a and ss == sd}
                 mine = curves.pop(family, math.nan)
                 others = {f: v for f, v in curves.items() if f not in exclude and not math.isnan(v)}
                 if math.isnan(mine) or not others:

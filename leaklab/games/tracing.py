@@ -5,7 +5,8 @@ challenger's pool and release an update at the current model ``theta`` (each thr
 the defense ``M``): a FedSGD gradient, or, with ``local_steps > 1``, a FedAvg update —
 ``local_steps`` SGD steps of size ``lr`` on the client's batch, every step's gradient
 released through ``M`` — which the server reads as the pseudo-gradient
-``(theta - theta_local) / lr`` (with one local step, exactly the FedSGD gradient). The secret ``a`` is uniform over the clients; a target record
+``(theta - theta_local) / lr`` (with one local step, exactly the FedSGD gradient).
+The secret ``a`` is uniform over the clients; a target record
 is placed in client ``a``'s batch and in no other. The server sees every client's
 release separately (no secure aggregation) and is given the target record, known
 to belong to one of the clients; it names the client. Chance is ``1 / n``.
@@ -163,18 +164,17 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     T, n = trials, game.clients
     theta = parameters_of(model)
     own = defense.client_secrets(model, n, seed=seed + 11)          # each client's own secret (SPN), or none
-    if local_steps > 1:
+    if local_steps > 1 or own:      # one model per (trial, client): its own secret, its own local steps
         flat = idx.reshape(T * n, batch_size).to(dev)
+        xs, ys = pool.x.to(dev)[flat], pool.y.to(dev)[flat]
         params = {**{k: v[None].expand(T * n, *v.shape) for k, v in theta.items()},
                   **{k: v.to(dev).repeat(T, *([1] * (v.ndim - 1))) for k, v in own.items()}}
-        g = local_updates(model, pool.x.to(dev)[flat], pool.y.to(dev)[flat], params, steps=local_steps, lr=lr,
-                          defense=defense, generator=gen, engine=engine)
-    elif own:
-        flat = idx.reshape(T * n, batch_size).to(dev)
-        params = {**{k: v[None].expand(T * n, *v.shape) for k, v in theta.items()},
-                  **{k: v.to(dev).repeat(T, *([1] * (v.ndim - 1))) for k, v in own.items()}}
-        g = release_gradients(model, pool.x.to(dev)[flat], pool.y.to(dev)[flat], params, engine=engine,
-                              defense=defense, generator=gen, params_batched=True)
+        if local_steps > 1:
+            g = local_updates(model, xs, ys, params, steps=local_steps, lr=lr, defense=defense, generator=gen,
+                              engine=engine)
+        else:
+            g = release_gradients(model, xs, ys, params, engine=engine, defense=defense, generator=gen,
+                                  params_batched=True)
     else:
         g = secure_release(model, pool, idx.reshape(T * n, batch_size), theta, clients=1, defense=defense,
                            engine=engine, generator=gen, device=dev)
