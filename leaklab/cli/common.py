@@ -37,8 +37,12 @@ def non_negative_float(text: str) -> float:
 
 def int_list(text: str) -> list[int]:
     """A comma-separated list of positive integers, e.g. ``1,4,16``."""
+    parts = [t.strip() for t in text.split(",")]
+    if "" in parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers with no empty item, "
+                                         f"got {text!r}")
     try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
+        vals = [int(t) for t in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
     if not vals or any(v < 1 for v in vals):

@@ -198,12 +198,18 @@ def parse_defense(spec: str) -> Defense:
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a defense spec must be NAME[:KEY=VALUE,...], got {spec!r}; defenses: {_keys_line()}")
-    name, _, rest = spec.strip().partition(":")
+    name, colon, rest = spec.strip().partition(":")
+    if colon and not rest.strip():
+        raise ValueError(f"defense spec {spec!r} has a ':' but no settings after it; write {name.strip()!r} "
+                         f"alone or NAME:KEY=VALUE,...; defenses: {_keys_line()}")
     settings = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
+    for part in (p.strip() for p in rest.split(",")) if colon else ():
         key, eq, val = part.partition("=")
-        if not eq or not key.strip() or not val.strip():
-            raise ValueError(f"defense setting {part!r} in {spec!r} must read KEY=VALUE; defenses: {_keys_line()}")
+        if not part or not eq or not key.strip() or not val.strip():
+            raise ValueError(f"defense setting {part!r} in {spec!r} must read KEY=VALUE (no empty items); "
+                             f"defenses: {_keys_line()}")
+        if key.strip() in settings:
+            raise ValueError(f"defense setting {key.strip()!r} is given twice in {spec!r}; give each key once")
         settings[key.strip()] = _value(val)
     return make_defense(name.strip(), **settings)
 
