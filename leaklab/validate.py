@@ -79,8 +79,8 @@ def check_model(model, input_shape, num_classes: int | None = None) -> int:
 
     Raises ``TypeError`` when ``model`` is not an ``nn.Module`` and ``ValueError``, in one
     line, when it has layers the attacks and games cannot batch (see
-    :func:`model_problems`), no trainable floating-point parameters, non-finite
-    parameters, or when a dry forward pass on one record (zeros of shape
+    :func:`model_problems`), no trainable floating-point parameters, parameters other than
+    float32 (call ``model.float()``), non-finite parameters, or when a dry forward pass on one record (zeros of shape
     ``(1, *input_shape)``, without gradients, on the model's device) fails or gives an
     output other than ``(1, num_classes)``. With ``num_classes=None`` the class count is
     read off that output.
@@ -102,6 +102,11 @@ def check_model(model, input_shape, num_classes: int | None = None) -> int:
             raise ValueError(f"model parameter {k!r} has dtype {p.dtype}; gradients need floating-point parameters")
         if not torch.isfinite(p).all():
             raise ValueError(f"model parameter {k!r} contains NaN or inf values")
+    dtypes = {p.dtype for _, p in params}
+    if dtypes != {torch.float32}:
+        k, p = next((k, p) for k, p in params if p.dtype != torch.float32)
+        raise ValueError(f"model parameter {k!r} has dtype {p.dtype}; leaklab computes in float32 (its data, "
+                         "dummy inputs and defenses are float32): call model.float() before handing it over")
     devices = {p.device for _, p in params}
     if len(devices) > 1:
         raise ValueError(f"model parameters lie on several devices ({', '.join(sorted(map(str, devices)))}); "

@@ -395,6 +395,19 @@ def check_model(*args, **kwargs):
     return _check(*args, **kwargs)
 
 
+def _byo(transpose=None, model_dtype=torch.float32, grad_dtype=torch.float32):
+    """Reconstruct from one's own gradient dict, optionally with one weight transposed or other dtypes."""
+    from leaklab.attacks import reconstruct
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5)).to(model_dtype)
+    x, y = torch.rand(1, 6, dtype=model_dtype), torch.tensor([2])
+    g = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+    grads = {k: v.to(grad_dtype) for (k, _), v in zip(model.named_parameters(), g)}
+    if transpose is not None:
+        grads[transpose] = grads[transpose].T
+    return reconstruct(model, grads, input_shape=(6,), attack="analytic"), x
+
+
 API_CASES = [
     # Dataset.from_arrays
     (lambda: from_arrays(x=nan_at((60, 3), (5, 1))), "x contains 1 NaN or inf value.*index \\(5, 1\\)"),
@@ -509,6 +522,12 @@ API_CASES = [
     (lambda: play(game="membership", model=mlp(inp=12)), "model does not accept one record of input_shape \\(10,\\)"),
     (lambda: play(game="tracing", clients=4, model=bn_model()), "BatchNorm1d layer '1' is in training mode"),
     (lambda: play(game="tracing", clients=4, model=dropout_model()), "Dropout layer '1' \\(p=0.3\\) is active"),
+    # dtypes and gradient dicts of one's own model
+    (lambda: play(game="membership", model=mlp().double()), "has dtype torch.float64; leaklab computes in float32.*model.float\(\)"),
+    (lambda: run(model=__import__("leaklab.models", fromlist=["build_model"]).build_model(
+        "mlp", (1, 8, 8), 10).double(), dataset="digits"), "has dtype torch.float64"),
+    (lambda: _byo(transpose="2.weight"), "grads\\['2.weight'\\] has shape \\(8, 5\\); expected the parameter's shape \\(5, 8\\).*transposed"),
+    (lambda: _byo(model_dtype=torch.float64), "model parameter '0.weight' has dtype torch.float64"),
     # profiles, photographs, registries
     (lambda: __import__("leaklab").get_profile("bogus"), "unknown profile 'bogus'; choose from: smoke, book, paper"),
     (lambda: __import__("leaklab").get_profile(5), "profile name must be a string"),
@@ -622,3 +641,10 @@ def test_cli_warns_when_most_trials_did_not_converge(flags, warned, capsys, monk
         assert len(lines) == 1 and "did not converge in 2 of 3 trials" in lines[0]
     else:
         assert not lines
+
+
+def test_float64_gradients_of_a_float32_model_are_cast_with_a_note():
+    with pytest.warns(UserWarning, match="grads hold torch.float64 tensors; cast to the model's torch.float32"):
+        rec, x = _byo(grad_dtype=torch.float64)
+    assert rec.x.dtype == torch.float32
+    assert torch.allclose(rec.x, x, atol=1e-4)

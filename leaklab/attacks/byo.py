@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -65,7 +66,20 @@ def as_release(model: nn.Module, grads) -> tuple[dict[str, torch.Tensor], dict[s
             raise ValueError(f"grads[{k!r}] is None (the parameter did not take part in the loss); "
                              "every parameter needs a gradient")
         check_tensor(f"grads[{k!r}]", g, floating=True)
-    single = all(tuple(grads[k].shape) == tuple(p.shape) for k, p in named.items())
+    cast = sorted({str(g.dtype) for k, g in grads.items() if g.dtype != named[k].dtype})
+    if cast:     # e.g. float64 gradients of a float32 model: the attack works in the model's dtype
+        warnings.warn(f"grads hold {', '.join(cast)} tensors; cast to the model's {named[next(iter(named))].dtype} "
+                      "for the attack", stacklevel=3)
+        grads = {k: g.to(named[k].dtype) for k, g in grads.items()}
+    exact = [k for k, p in named.items() if tuple(grads[k].shape) == tuple(p.shape)]
+    if exact and len(exact) < len(named):    # some single releases, some not: blame the odd ones out
+        k = next(k for k in named if k not in exact)
+        g, p = grads[k], named[k]
+        hint = " (it looks transposed: use the gradient as named_parameters() shapes it)" if (
+            g.ndim == 2 and tuple(g.shape) == tuple(p.shape)[::-1]) else ""
+        raise ValueError(f"grads[{k!r}] has shape {tuple(g.shape)}; expected the parameter's shape "
+                         f"{tuple(p.shape)}, as the other gradients (single releases) have{hint}")
+    single = len(exact) == len(named)
     if single:
         grads = {k: g.detach().unsqueeze(0) for k, g in grads.items()}
         T = 1
