@@ -92,8 +92,16 @@ def test_secret_streams_are_seeded_and_distinct():
     a = torch.randn(4, generator=secret_generator("client", 5))
     assert torch.equal(a, torch.randn(4, generator=secret_generator("client", 5)))
     assert not torch.equal(a, torch.randn(4, generator=secret_generator("adversary", 5)))
+    for seed in (0, 1, 5, 2**31, 2**63 - 1):        # disjoint: a client's seed is < 2**63, an adversary's >=
+        assert secret_generator("client", seed).initial_seed() == seed
+        assert secret_generator("adversary", seed).initial_seed() >= 2**63
+    assert secret_generator("client", None).initial_seed() < 2**63
+    d = make_defense("spn", bits=16)
+    assert not torch.equal(d.wrap(_mlp(), seed=None).codes, d.wrap(_mlp(), seed=None).codes)   # fresh draws
     with pytest.raises(ValueError, match="role"):
         secret_generator("server", 5)
+    with pytest.raises(ValueError, match="seed"):
+        secret_generator("client", 2**63)
     with pytest.raises(ValueError, match="seed"):
         secret_generator("client", -1)
 

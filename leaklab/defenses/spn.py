@@ -103,25 +103,34 @@ def hamming_predict(h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 
 #: The roles whose secrets are drawn from separate streams (:func:`secret_generator`).
 SECRET_ROLES = ("client", "adversary")
+_HALF = 2 ** 63
 
 
 def secret_generator(role: str, seed: int | None) -> torch.Generator:
     """The generator of ``role``'s secret head and codes for ``seed`` (``None``: fresh entropy).
 
-    Each role draws from its own stream: the generator's seed is a hash of ``(seed,
-    role)`` (numpy's ``SeedSequence``), so the client's draw for a seed and the
-    adversary's draw for any seed are different streams.
+    The two roles draw from disjoint streams: a client's generator is seeded with
+    ``seed`` itself (``0 <= seed < 2**63``), an adversary's with a hash of ``seed``
+    (numpy's ``SeedSequence``) moved into ``[2**63, 2**64)``. No adversary's seed can
+    therefore give a client's generator, whatever the two seeds are.
     """
     import numpy as np
 
     check_choice("role", role, SECRET_ROLES)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    if seed is not None and seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    if seed is not None and not 0 <= seed < _HALF:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    if role == "client":
+        gen = torch.Generator()
+        if seed is None:
+            gen.manual_seed(int(torch.Generator().seed()) % _HALF)
+        else:
+            gen.manual_seed(seed)
+        return gen
     seq = np.random.SeedSequence(seed, spawn_key=(SECRET_ROLES.index(role),))
     lo, hi = (int(v) for v in seq.generate_state(2, np.uint32))
-    return torch.Generator().manual_seed(lo | (hi << 32))
+    return torch.Generator().manual_seed(_HALF | ((hi << 32 | lo) % _HALF))
 
 
 class _Tap:
