@@ -120,7 +120,7 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     eval_every = rounds if eval_every is None else check_positive_int("eval_every", eval_every)
     defense = as_defense(defense)
     dev = get_device(device)
-    model = defense.wrap(model.to(dev))
+    model = defense.wrap(model.to(dev), seed=seed)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.Generator().manual_seed(seed + 1)
     perm = torch.randperm(len(data), generator=gen)[:shard * clients].reshape(clients, shard)

@@ -324,3 +324,29 @@ def test_the_rest_of_a_batch_is_drawn_independently_of_the_secret():
     np.add.at(table, (tr.secret.numpy(), data.attributes["sex"][tr.target].numpy()), 1)
     assert stats.chi2_contingency(table).pvalue < 1e-10
 
+
+
+@pytest.mark.parametrize("game,adversary", [("attribute", "informed"), ("property", "shadow")])
+def test_observations_under_spn_carry_no_secret_and_knowledge_holds_the_adversarys_own(game, adversary):
+    """Under SPN every observed round's ``params`` are the shared parameters only, and the
+    adversary's model is its own frozen copy: zeros for the secret (static) or its own draw (adaptive)."""
+    import leaklab
+    from leaklab.defenses import make_defense
+    from leaklab.games.adversaries import make_adversary
+    from leaklab.release import shared_names
+
+    data = load_dataset("diabetes")
+    for adaptive in (False, True):
+        client = make_defense("spn", alpha=1.0, bits=8).wrap(
+            leaklab.build_model("mlp", data.input_shape, data.num_classes, hidden=(8,), seed=1), seed=1)
+        adv = make_adversary(adversary)
+        seen = []
+        score = adv.score
+        adv.score = lambda obs: (seen.append((set(obs.params), adv.knowledge.model)), score(obs))[1]
+        play(game, data, adversary=adv, model=client, defense="spn:bits=8", adaptive=adaptive, rounds=2,
+             batch_size=2, trials=16, steps_per_round=1, seed=1, progress=False)
+        assert len(seen) == 2
+        for names, view in seen:
+            assert names == set(shared_names(client)) and "polar.weight" not in names
+            assert view is not client and not torch.equal(view.codes, client.codes)
+            assert bool((view.polar.weight == 0).all()) is (not adaptive)

@@ -176,7 +176,7 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         check_model(model, input_shape, num_classes)
     model_options = dict(model_options or {})
     if isinstance(model, nn.Module):
-        net = defense.wrap(model.to(dev))
+        net = defense.wrap(model.to(dev), seed=seed)
         params = {k: v.detach().unsqueeze(0).expand(trials, *v.shape).clone() for k, v in net.named_parameters()}
         model_name = type(model).__name__
     else:

@@ -334,7 +334,7 @@ def make_canary(kind: str, data: Dataset, model: nn.Module, *, defense=None, bat
     check_positive_int("batch_size", batch_size)
     opts = {**_noise_model(defense, batch_size), **options}
     if defense.acts_on == "model":                   # the release is the gradient of the wrapped model
-        model = defense.wrap(copy.deepcopy(model))
+        model = defense.wrap(copy.deepcopy(model), seed=seed)
     if kind == "crafted":
         return craft_canary(data, model, seed=seed, **opts)
     for key in ("steps", "lr", "restarts", "progress"):      # options of the crafting only

@@ -88,8 +88,12 @@ class Defense:
         """
         return self
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model a client trains under this defense (the model itself unless the defense is model-side)."""
+    def wrap(self, model: nn.Module, *, seed: int | None = None) -> nn.Module:
+        """The model a client trains under this defense (the model itself unless the defense is model-side).
+
+        ``seed`` seeds what a model-side defense draws for the client (SPN: its secret
+        head and codes); the games pass their own seed.
+        """
         return model
 
     def client_secrets(self, model: nn.Module, n: int, *, seed: int = 0) -> Params:
@@ -101,13 +105,17 @@ class Defense:
         """
         return {}
 
-    def adversary_view(self, model: nn.Module, *, seed: int = 0) -> nn.Module:
-        """The wrapped ``model`` as an adaptive adversary can simulate it: the same shared
-        parameters, and the adversary's own draw of whatever the client keeps secret.
+    def adversary_view(self, model: nn.Module, *, seed: int, neutral: bool = False) -> nn.Module:
+        """The wrapped ``model`` as an adversary can simulate it: the same shared parameters,
+        and the adversary's own draw (from ``seed``, required) of whatever the client keeps
+        secret, or a neutral value of it (``neutral``, for a static adversary).
 
         An adaptive adversary knows ``M`` but not the client's secrets; simulating with
-        the client's own would make it an oracle. The model itself for a defense without secrets.
+        the client's own would make it an oracle. The model itself for a defense without
+        secrets (:func:`leaklab.games.protocol.adversary_model` copies it).
         """
+        if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int (the adversary's own draw), got {type(seed).__name__}")
         return model
 
     def __repr__(self) -> str:

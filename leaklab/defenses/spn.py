@@ -14,7 +14,9 @@ Network (Fan et al., IJCAI 2020):
 * the client trains on ``CE + alpha * L_pol``.
 
 What is secret (our reading): the head ``P`` and the codes ``t`` are drawn by each
-client (its own ``seed``) and never leave it. The wrapped model lists ``P``'s name in
+client (from its own ``seed``, on a stream no adversary's draw shares: see
+:func:`secret_generator`) and never leave it. The games seed the client's draw from
+the game's seed, so every game seed plays against another secret. The wrapped model lists ``P``'s name in
 ``secret_parameters``, so :func:`leaklab.release.release` never releases it; the codes
 are a buffer, not a parameter, so they are never part of a release either. The
 shared gradient is that of ``CE + alpha * L_pol`` with respect to the shared
@@ -49,7 +51,8 @@ from .base import Defense, register_defense
 from .gradient import _number
 from .vib import _last_linear
 
-__all__ = ["SPN", "SPNModel", "polarization_loss", "class_codes", "hamming_predict", "PREDICT_BY"]
+__all__ = ["SPN", "SPNModel", "polarization_loss", "class_codes", "hamming_predict", "secret_generator",
+           "PREDICT_BY", "SECRET_ROLES"]
 
 #: The prediction rules of an SPN model (see :meth:`SPNModel.predict`).
 PREDICT_BY = ("task", "codes", "both")
@@ -98,6 +101,38 @@ def hamming_predict(h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return dist.argmin(1)
 
 
+#: The roles whose secrets are drawn from separate streams (:func:`secret_generator`).
+SECRET_ROLES = ("client", "adversary")
+_HALF = 2 ** 63
+
+
+def secret_generator(role: str, seed: int | None) -> torch.Generator:
+    """The generator of ``role``'s secret head and codes for ``seed`` (``None``: fresh entropy).
+
+    The two roles draw from disjoint streams: a client's generator is seeded with
+    ``seed`` itself (``0 <= seed < 2**63``), an adversary's with a hash of ``seed``
+    (numpy's ``SeedSequence``) moved into ``[2**63, 2**64)``. No adversary's seed can
+    therefore give a client's generator, whatever the two seeds are.
+    """
+    import numpy as np
+
+    check_choice("role", role, SECRET_ROLES)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if seed is not None and not 0 <= seed < _HALF:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    if role == "client":
+        gen = torch.Generator()
+        if seed is None:
+            gen.manual_seed(int(torch.Generator().seed()) % _HALF)
+        else:
+            gen.manual_seed(seed)
+        return gen
+    seq = np.random.SeedSequence(seed, spawn_key=(SECRET_ROLES.index(role),))
+    lo, hi = (int(v) for v in seq.generate_state(2, np.uint32))
+    return torch.Generator().manual_seed(_HALF | ((hi << 32 | lo) % _HALF))
+
+
 class _Tap:
     """A forward pre-hook that keeps the input of the task head (the penultimate features)."""
 
@@ -118,6 +153,8 @@ class SPNModel(nn.Module):
     """
 
     secret_parameters = ("polar.weight",)
+    #: the buffers the client keeps secret besides its secret parameters
+    secret_buffers = ("codes",)
     stochastic = False
 
     def __init__(self, base: nn.Module, *, alpha: float, bits: int, margin: float,
@@ -204,21 +241,22 @@ class SPN(Defense):
         self.bits = bits
         self.margin = _number("margin", margin)
 
-    def wrap(self, model: nn.Module, *, seed: int | None = 0, share: bool = False) -> nn.Module:
+    def wrap(self, model: nn.Module, *, seed: int | None = None, share: bool = False) -> nn.Module:
         """``model`` with a secret polarization head and codes drawn from ``seed``.
 
-        The classifier is copied unless ``share`` (then the wrapper trains ``model``'s
-        own parameters: several clients' wrappers can share one shared model, each with
-        its own secret head and codes, see :meth:`clients`).
+        ``seed`` is the client's: the head and codes are drawn from a stream derived
+        from it (:func:`secret_generator` with the role ``"client"``), so two seeds give
+        two secrets and no adversary's draw (:meth:`adversary_view`) reproduces them.
+        ``None`` draws a fresh secret from the operating system's entropy. The classifier
+        is copied unless ``share`` (then the wrapper trains ``model``'s own parameters:
+        several clients' wrappers can share one shared model, each with its own secret
+        head and codes, see :meth:`clients`).
         """
         if isinstance(model, SPNModel):
             return model
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-        gen = torch.Generator()
-        gen.manual_seed(seed) if seed is not None else gen.seed()
+        gen = secret_generator("client", seed)
         base = model if share else copy.deepcopy(model)
         out = SPNModel(base, alpha=self.alpha, bits=self.bits, margin=self.margin, generator=gen)
         dev = next(model.parameters()).device
@@ -238,12 +276,28 @@ class SPN(Defense):
         return {"polar.weight": torch.stack([c.polar.weight.detach() for c in own]),
                 "codes": torch.stack([c.codes for c in own])}
 
-    def adversary_view(self, model: nn.Module, *, seed: int = 0) -> SPNModel:
-        """The shared model with the adversary's own secret head and codes (``seed``), not the client's."""
+    def adversary_view(self, model: nn.Module, *, seed: int, neutral: bool = False) -> SPNModel:
+        """A frozen copy of the shared model with the adversary's own secret head and codes.
+
+        The shared parameters are copied (they are what the server sees); the client's
+        head and codes are not: the adversary draws its own from ``seed`` on a stream
+        distinct from every client's (:func:`secret_generator` with the role
+        ``"adversary"``), so no seed reproduces a client's draw. ``neutral`` gives a head
+        and codes of zeros instead (what a static adversary, which simulates plain
+        cross-entropy, holds: the polarization term then adds nothing to the gradient).
+        ``seed`` is required: an adversary's draw is part of the game it plays.
+        """
         if not isinstance(model, SPNModel):
             raise TypeError(f"model must be an SPN model (wrapped by the spn defense), got {type(model).__name__}")
-        view = SPNModel(model.base, alpha=model.alpha, bits=model.bits, margin=model.margin,
-                        generator=torch.Generator().manual_seed(int(seed)))
+        if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int (the adversary's own draw), got {type(seed).__name__}")
+        view = SPNModel(copy.deepcopy(model.base), alpha=model.alpha, bits=model.bits, margin=model.margin,
+                        generator=secret_generator("adversary", seed))
+        if neutral:
+            with torch.no_grad():
+                view.polar.weight.zero_()
+                view.codes.zero_()
+        view.requires_grad_(False)
         return view.to(next(model.parameters()).device).train(model.training)
 
     def apply(self, grads, generator):

@@ -518,7 +518,7 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
             train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
         kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                                  secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
-                                 device=dev, engine=engine, clients=clients, observe=observe)
+                                 device=dev, engine=engine, clients=clients, observe=observe, seed=seed)
         adv.prepare(kn, seed=seed + 1)
         tr = game.draw_trials(pool, trials, gen)
         idx = game.draw_batches(pool, tr, batch_size, gen)
@@ -557,7 +557,7 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
         kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                                  secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
                                  device=dev, engine=engine, clients=clients, observe=observe,
-                                 candidates=cand, train_size=m, recipe=recipe)
+                                 candidates=cand, train_size=m, recipe=recipe, seed=seed)
         adv.prepare(kn, seed=seed + 1)
         model_index = torch.arange(K).repeat_interleave(2 * m)
         cand_index = torch.arange(2 * m).repeat(K)

@@ -26,6 +26,7 @@ trial at a time with ordinary autograd (for benchmarks and as a cross-check).
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from ..runtime import get_device
 from .games import Game, Trials, make_game
 
 __all__ = ["Defense", "identity", "Knowledge", "Observation", "GameResult", "release_gradients",
-           "secure_release",
+           "secure_release", "adversary_model", "secret_names",
            "default_model", "play", "ENGINES"]
 
 #: A defense ``M``: a :class:`leaklab.defenses.Defense`, a spec string, or (for experiments) any
@@ -132,14 +133,58 @@ def secure_release(model: nn.Module, data: Dataset, idx: torch.Tensor, params: P
     return releases[0] if clients == 1 else secure_sum(releases)
 
 
+def secret_names(model: nn.Module) -> tuple[str, ...]:
+    """The names of what a client keeps to itself: its ``secret_parameters`` and ``secret_buffers``."""
+    return (tuple(getattr(model, "secret_parameters", ()) or ())
+            + tuple(getattr(model, "secret_buffers", ()) or ()))
+
+
+def adversary_model(model: nn.Module, defense, *, adaptive: bool, seed: int) -> nn.Module:
+    """The one frozen model an adversary holds: a copy of what it may see of the client's ``model``.
+
+    The copy has the shared parameters (the server sees them) and the architecture;
+    what the client keeps secret (``secret_parameters`` and ``secret_buffers``: SPN's
+    head and codes) is never copied. An ``adaptive`` adversary holds its own draw of it
+    (:meth:`~leaklab.defenses.Defense.adversary_view` with ``seed``), a static one a
+    neutral value (zeros). Every parameter is frozen (``requires_grad=False``), and the
+    copy shares no storage with ``model``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(adaptive, bool):
+        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+    if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int (the adversary's own draw), got {type(seed).__name__}")
+    defense = as_game_defense(defense)
+    secret = secret_names(model)
+    if secret:
+        view = defense.adversary_view(model, seed=seed, neutral=not adaptive)
+        if view is model:
+            raise ValueError(f"defense {defense.name!r} keeps {list(secret)} secret but its adversary_view "
+                             f"returns the client's own model")
+    else:
+        view = copy.deepcopy(model)
+    view.requires_grad_(False)
+    mine = {t.data_ptr() for t in list(model.parameters()) + list(model.buffers()) if t.numel()}
+    shared = [k for k, t in list(view.named_parameters()) + list(view.named_buffers())
+              if t.numel() and t.data_ptr() in mine]
+    if shared:
+        raise RuntimeError(f"the adversary's model shares storage with the client's: {shared}")
+    return view.train(model.training)
+
+
 @dataclass
 class Knowledge:
     """What the game grants the adversary before the first round.
 
-    ``model`` gives the architecture and, with cross-entropy, the loss ``L``;
+    ``model`` is given as the client's model; the adversary holds only
+    :func:`adversary_model`'s frozen copy of it (the architecture and, with
+    cross-entropy, the loss ``L``; the shared parameters; its own draw of the client's
+    secrets when ``adaptive``, zeros when static), in ``model`` and ``view`` alike.
     ``auxiliary`` holds records from ``P(x, y, a)`` disjoint from the challenger's;
     ``defense`` is ``M``; an ``adaptive`` adversary simulates releases through it;
-    ``clients`` is the number of clients whose releases the server sees only summed.
+    ``clients`` is the number of clients whose releases the server sees only summed;
+    ``seed`` (required) seeds the adversary's own draw of the secrets.
     """
 
     model: nn.Module
@@ -152,11 +197,13 @@ class Knowledge:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     engine: str = "batched"
     clients: int = 1
+    seed: int = field(kw_only=True)
 
     def __post_init__(self):
-        # An adaptive adversary simulates the defense with its own draw of the client's
-        # secrets (SPN's head and codes); the client's own would make it an oracle.
-        self.view = self.defense.adversary_view(self.model, seed=7919) if self.adaptive else self.model
+        # The adversary never holds the client's model: only a copy of what it may see,
+        # with its own draw of the client's secrets (adaptive) or zeros (static).
+        self.model = adversary_model(self.model, self.defense, adaptive=self.adaptive, seed=self.seed)
+        self.view = self.model
         secret = set(getattr(self.model, "secret_parameters", ()) or ())
         self._own = {k: v.detach() for k, v in self.view.named_parameters() if k in secret}
 
@@ -347,12 +394,14 @@ def set_up_players(dataset: Dataset, defense, model: nn.Module | None, *, aux_fr
                    device) -> tuple[DefenseBase, Dataset, Dataset, nn.Module]:
     """What every game's set-up shares: the defense, the adversary's auxiliary records and the
     challenger's pool (split by ``seed``), and the model — the default for the modality when none
-    is given — moved to ``device`` and wrapped by a model-side defense (which changes the model)."""
+    is given — moved to ``device`` and wrapped by a model-side defense (which changes the model), its
+    draws for the client (SPN's secret head and codes) seeded by ``seed``: every game seed plays
+    against another secret."""
     defense = as_game_defense(defense)
     aux, pool = dataset.split(aux_fraction, seed=seed)
     if model is None:
         model = default_model(dataset, seed=seed, device=device)
-    return defense, aux, pool, defense.wrap(model.to(device))
+    return defense, aux, pool, defense.wrap(model.to(device), seed=seed)
 
 
 def _phi(game: Game, pool: Dataset, trials: Trials) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -476,7 +525,7 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
 
     knowledge = Knowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                           secret_names=names, defense=defense, adaptive=adaptive, device=dev,
-                          engine=engine, clients=clients)
+                          engine=engine, clients=clients, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     adv.prepare(knowledge, seed=seed + 1)
     train_defense = None if isinstance(defense, _CallableDefense) else defense

@@ -157,7 +157,7 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     gen = torch.Generator().manual_seed(seed)
     kn = Knowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                    secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive, device=dev,
-                   engine=engine, clients=1)
+                   engine=engine, clients=1, seed=seed)
     adv.prepare(kn, seed=seed + 1)
     tr = game.draw_trials(pool, trials, gen)
     idx = game.draw_batches(pool, tr, batch_size, gen)                      # (T, n, B)
