@@ -187,3 +187,26 @@ def test_ig_follows_a_plain_autograd_loop_of_the_same_optimisation(signed, tv):
     assert float(rec.loss[0]) == pytest.approx(f_hand, rel=1e-4)
     assert torch.allclose(rec.x[0].flatten(), x_hand, atol=1e-4)
     assert float(rec.x.min()) >= 0.0 and float(rec.x.max()) <= 1.0
+
+
+# -- labels --------------------------------------------------------------------------------------
+
+def test_ig_recovers_labels_by_default_and_uses_the_labels_it_is_given():
+    """Batch of one: the recovered labels are the true ones, so giving them changes nothing; given
+    wrong labels are used as given (and no image matches then: cosine distance near 1, never above
+    its ceiling 2 plus the prior's); ``labels="joint"`` optimises them with the image."""
+    xs, ys = _digits(3, seed=4)
+    model, params, grads = _release(xs, ys, "mlp", hidden=(16,), activation="sigmoid")
+    kw = dict(iters=60, restarts=1, tv=1e-3, seed=0, **KW)
+    default = ig(model, params, grads, **kw)
+    assert default.info["labels"] == "recovered" and torch.equal(default.y, ys)
+    given = ig(model, params, grads, labels=ys, **kw)
+    assert given.info["labels"] == "given"
+    assert torch.equal(given.loss, default.loss) and torch.equal(given.x, default.x)
+    assert (default.loss < 1e-2).all()
+    wrong = (ys + 1) % 10
+    bad = ig(model, params, grads, labels=wrong, **kw)
+    assert bad.info["labels"] == "given" and torch.equal(bad.y, wrong)
+    assert (bad.loss > 0.5).all() and (bad.loss <= 2 + 2 * 1e-3).all()
+    joint = ig(model, params, grads, labels="joint", **kw)
+    assert joint.info["labels"] == "joint"
