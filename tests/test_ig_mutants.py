@@ -136,25 +136,52 @@ def test_more_restarts_never_end_worse_than_the_first_alone():
     assert lower >= 2                                   # the restarts matter on these seeds
 
 
+def test_each_trial_gets_its_own_best_restart_and_its_objective():
+    """Three trials of three restarts each, every trial with its own model: the image returned for
+    trial i is the one of trial i's restarts whose loss is reported, i.e. its objective computed here
+    by hand, with trial i's parameters and release, equals the loss reported for trial i."""
+    xs, ys = _digits(3, seed=2)
+    models = [leaklab.build_model("mlp", SHAPE, 10, seed=t, hidden=(16,), activation="sigmoid") for t in range(3)]
+    params = stack_params(models)
+    grads = batch_gradients(models[0], xs, ys, params=params, params_batched=True)
+    tv = 1e-2
+    rec = ig(models[0], params, grads, iters=30, restarts=3, tv=tv, seed=1, **KW)
+    for i in range(3):
+        f = _hand_objective(models[0], {k: v[i] for k, v in params.items()}, {k: v[i] for k, v in grads.items()},
+                            ys[i], tv)
+        assert float(f(rec.x[i].flatten())) == pytest.approx(float(rec.loss[i]), rel=1e-3), i
+        assert 0 <= int(rec.info["best_restart"][i]) < 3
+
+
 # -- the optimisation itself, against a plain autograd loop --------------------------------------
+
+def _hand_objective(model, weights, released, y, tv):
+    """``x -> 1 - cos(g(x), released) + tv * TV(x)`` with plain autograd, ``g(x)`` the cross-entropy
+    gradient of the image ``x`` with label ``y`` at the parameters ``weights`` (a dict)."""
+    names = list(released)
+
+    def objective(x):
+        ws = {k: w.detach().clone().requires_grad_(True) for k, w in weights.items()}
+        out = torch.func.functional_call(model, ws, (x.reshape(1, *SHAPE),))
+        gx = torch.autograd.grad(F.cross_entropy(out, y), [ws[k] for k in names], create_graph=True)
+        rel = [released[k] for k in names]
+        dot = sum((a * b).sum() for a, b in zip(gx, rel))
+        nx = sum((a * a).sum() for a in gx).sqrt()
+        ng = sum((b * b).sum() for b in rel).sqrt()
+        return 1 - dot / (nx * ng) + tv * total_variation(x.reshape(1, *SHAPE))
+
+    return objective
+
 
 def _ig_by_hand(model, x_true, y, *, iters, lr, tv, signed, seed):
     """Inverting Gradients on one image with plain autograd: 1 - cos between the dummy gradient and
     the release plus ``tv`` times TV, Adam fed the sign of the gradient (``signed``), the step size
     divided by 10 at 3/8, 5/8 and 7/8 of ``iters``, the image clipped to [0, 1] after every step, the
     iterate with the lowest objective kept. The start is the attack's: uniform noise from ``seed``."""
-    names = [n for n, _ in model.named_parameters()]
-    weights = [p.detach() for p in model.parameters()]
-    released = torch.autograd.grad(F.cross_entropy(model(x_true), y), list(model.parameters()))
-
-    def objective(x):
-        ws = [w.requires_grad_(True) for w in weights]
-        out = torch.func.functional_call(model, dict(zip(names, ws)), (x.reshape(1, *SHAPE),))
-        gx = torch.autograd.grad(F.cross_entropy(out, y), ws, create_graph=True)
-        dot = sum((a * b).sum() for a, b in zip(gx, released))
-        nx = sum((a * a).sum() for a in gx).sqrt()
-        ng = sum((b * b).sum() for b in released).sqrt()
-        return 1 - dot / (nx * ng) + tv * total_variation(x.reshape(1, *SHAPE))
+    weights = {k: p.detach() for k, p in model.named_parameters()}
+    released = dict(zip(weights, torch.autograd.grad(F.cross_entropy(model(x_true), y),
+                                                     list(model.parameters()))))
+    objective = _hand_objective(model, weights, released, y, tv)
 
     v = torch.rand(1, 64, generator=torch.Generator().manual_seed(seed))[0].clone().requires_grad_(True)
     opt = torch.optim.Adam([v], lr=lr)
