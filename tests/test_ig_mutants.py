@@ -149,7 +149,7 @@ def test_each_trial_gets_its_own_best_restart_and_its_objective():
     for i in range(3):
         f = _hand_objective(models[0], {k: v[i] for k, v in params.items()}, {k: v[i] for k, v in grads.items()},
                             ys[i], tv)
-        assert float(f(rec.x[i].flatten())) == pytest.approx(float(rec.loss[i]), rel=1e-3), i
+        assert float(f(rec.x[i].flatten()).detach()) == pytest.approx(float(rec.loss[i]), rel=1e-3), i
         assert 0 <= int(rec.info["best_restart"][i]) < 3
 
 
