@@ -494,6 +494,7 @@ class LiRAAdversary(_MembershipAdversary):
         conf = _confidence(kn.model, obs.params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()   # (K, N)
         idx = obs.candidate_index.cpu()
         phi = conf[obs.model_index.cpu(), idx]                                     # (T,)
+        self.observed_phi = phi                     # kept for inspection beside the shadows' self.phi
         return lira_score(phi, self.phi[:, idx], self.inside[:, idx], online=self.online,
                           fixed_variance=self.fixed_variance)
 
