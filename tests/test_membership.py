@@ -317,3 +317,19 @@ def test_membership_on_release_reports_the_replace_one_epsilon(digits, capsys):
     # no defense with an accountant, no epsilon
     assert "privacy" not in play_membership(digits, observe="release", batch_size=4, trials=16,
                                             progress=False).config
+
+
+def test_static_lira_against_spn_trains_its_shadows_on_cross_entropy(digits):
+    from leaklab.games.membership import LiRAAdversary
+
+    spec = "spn:bits=8,alpha=1"
+    moved = {}
+    for adaptive in (False, True):
+        adv = LiRAAdversary(shadows=2)
+        play_membership(digits, observe="model", adversary=adv, trials=40, train_size=10, train_steps=10,
+                        defense=spec, adaptive=adaptive, progress=False, seed=0)
+        init = stacked_init(adv.knowledge.model, 2, seed=adv.shadow_seed)
+        moved[adaptive] = float((adv.shadow_params["polar.weight"] - init["polar.weight"]).abs().max())
+    # plain cross-entropy never touches the polarization head (no codes used, the client's least of all);
+    # the adaptive shadows train on CE + alpha * L_pol with the adversary's own head and codes
+    assert moved[False] == 0.0 and moved[True] > 1e-3, moved

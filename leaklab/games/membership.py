@@ -479,10 +479,10 @@ class LiRAAdversary(_MembershipAdversary):
         # the recipe, defense included, is known: an adaptive adversary trains its shadows through it
         # (DP-SGD, pruning, ... on the release path; under SPN with its own head and codes, kn.view),
         # a static one with plain cross-entropy and no defense
-        self.shadow_data, self.shadow_members = data, members
+        self.shadow_data, self.shadow_members, self.shadow_seed = data, members, seed + 5
         self.shadow_params = train_stacked(kn.view if kn.adaptive else kn.model, data, members,
                                            steps=r["steps"], lr=r["lr"], batch_size=r["batch_size"],
-                                           momentum=r["momentum"], seed=seed + 5,
+                                           momentum=r["momentum"], seed=self.shadow_seed,
                                            defense=kn.defense if kn.adaptive else None,
                                            static_objective=not kn.adaptive, engine=self.engine,
                                            device=kn.device)
