@@ -29,7 +29,12 @@ Adversaries (the default is the strongest for what is observed):
 ``lira`` and ``lira-offline`` (model)
     The likelihood-ratio attack of Carlini et al. (2022), as we read it (see
     PAPERS.md). Shadow models are trained with the same recipe, all together in one
-    ``torch.func.vmap`` over stacked parameters (:func:`train_stacked`). For each
+    ``torch.func.vmap`` over stacked parameters (:func:`train_stacked`). The recipe
+    carries the defense: an adaptive adversary (``adaptive=True``) trains its shadows
+    through it as the target was trained (DP-SGD clipping and noising each record,
+    pruning, sign, ... on the release path; under SPN on ``CE + alpha * L_pol`` with its
+    own draw of the head and codes, never the client's); a static adversary trains them
+    with plain cross-entropy and no defense. For each
     candidate, the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of its
     label is compared with its distribution under shadow models that trained on
     it (``IN``, online only) and that did not (``OUT``), each a Gaussian. Online:
@@ -553,14 +558,19 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
 
     ``observe="release"``: a FedSGD release of a batch of ``batch_size`` records at
     the model after ``warmup_steps`` SGD steps (learning rate ``lr``) on the pool,
-    through ``defense`` (``clients > 1``: the secure sum with other clients).
+    through ``defense`` (``clients > 1``: the secure sum with other clients, whose batches
+    never hold the target, for members and non-members alike).
     ``observe="model"``: a model trained for ``train_steps`` steps (mini-batches of
-    ``train_batch_size``, ``momentum``; under ``defense`` when it is given, e.g.
-    DP-SGD) on ``train_size`` of ``2 * train_size`` candidate records drawn from the
-    pool (default ``trials // 2``); with ``trials > 2 * train_size``, ``trials // (2 *
+    ``train_batch_size`` drawn without replacement, ``momentum``; under ``defense`` when it
+    is given, e.g. DP-SGD, all target models together on the release path) on
+    ``train_size`` of ``2 * train_size`` candidate records drawn from the pool (default ``trials // 2``); with ``trials > 2 * train_size``, ``trials // (2 *
     train_size)`` target models are trained together, each on its own random half of
     the same candidates (every pair of a model and a candidate is a trial), and the
     accuracies recorded are those of the first.
+    Under DP-SGD ``config["privacy"]`` holds the accountant's epsilon for the game's own
+    neighbours (see :class:`MembershipResult`): replace-one for the release (sample rate 1,
+    one step), add/remove for the model (``train_steps`` steps at ``q = train_batch_size /
+    train_size``, fixed-size batches accounted as Poisson sampling at that rate).
     ``adversary`` defaults to the strongest for ``observe`` (``alignment``, ``lira``);
     ``observe`` defaults to what the adversary observes.
     """
