@@ -148,3 +148,62 @@ def test_train_refuses_a_nan_learning_rate(digits):
     m = build_model("mlp", (1, 8, 8), 10, seed=0)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         fl.train(m, digits, steps=1, lr=float("nan"), progress=False)
+
+
+def _recording_model(n):
+    """A linear model on one-hot records that remembers which records each forward call saw."""
+    from torch import nn
+
+    class Rec(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(n, 2)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.detach().argmax(1).tolist())
+            return self.lin(x)
+    return Rec()
+
+
+def test_train_batches_are_shuffled_epochs_without_replacement():
+    from leaklab.data import Dataset
+    from leaklab.fl import epoch_batches, train
+
+    n, b = 12, 4
+    data = Dataset.from_arrays(torch.eye(n), torch.arange(n) % 2, name="one-hot")
+    model = _recording_model(n)
+    train(model, data, steps=9, batch_size=b, lr=0.01, seed=0, progress=False)
+    seen = model.seen
+    assert len(seen) == 9 and all(len(s) == b and len(set(s)) == b for s in seen)   # no repeat in a batch
+    for e in range(3):                                                  # every record once per epoch
+        assert sorted(sum(seen[3 * e:3 * e + 3], [])) == list(range(n))
+    assert seen[:3] != seen[3:6]                                        # each epoch shuffled afresh
+    # the same draws under DP-SGD (the release path), and when b does not divide n: none twice per epoch
+    idx = epoch_batches(10, 4, 6, torch.Generator().manual_seed(1))
+    assert idx.shape == (6, 4)
+    for e in range(3):
+        rows = idx[2 * e:2 * e + 2].flatten().tolist()
+        assert len(set(rows)) == 8
+    assert epoch_batches(3, 8, 2, torch.Generator().manual_seed(0)).shape == (2, 3)   # batch capped at n
+
+
+def test_train_refuses_non_finite_data_and_foreign_labels():
+    from leaklab.fl import train
+
+    data = load_dataset("digits").subset(torch.arange(20))
+    model = build_model("mlp", data.input_shape, 10, hidden=(8,), seed=0)
+    bad = data.subset(torch.arange(20))
+    bad.x[5] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"data\.x must be finite.*index 5"):
+        train(model, bad, steps=2, progress=False)
+    inf = data.subset(torch.arange(20))
+    inf.x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        train(model, inf, steps=2, defense="dp:clip=1,noise=1", progress=False)
+    small = build_model("mlp", data.input_shape, 3, hidden=(8,), seed=0)       # 3 classes, labels up to 9
+    with pytest.raises(ValueError, match=r"class labels in \[0, 2\].*from 0 to 9"):
+        train(small, data, steps=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # nothing was trained
+    train(model, data, steps=2, progress=False)                                     # clean data still trains

@@ -125,3 +125,21 @@ def test_one_local_step_is_fedsgd_and_the_cli_takes_local_steps(digits, capsys):
     assert "--local-steps belongs to the tracing game" in capsys.readouterr().err
     with pytest.raises(ValueError, match="local_steps must be"):
         play_tracing(digits, clients=4, local_steps=0, progress=False)
+
+
+def test_only_the_secret_client_holds_the_target():
+    import torch
+
+    from leaklab.data import load_dataset
+    from leaklab.games import make_game
+
+    data = load_dataset("digits").subset(torch.arange(30))
+    game = make_game("tracing", data.info, clients=8)
+    g = torch.Generator().manual_seed(0)
+    tr = game.draw_trials(data, 500, g)
+    idx = game.draw_batches(data, tr, 4, g)                              # (T, n, B)
+    hits = (idx == tr.target[:, None, None]).sum(2)                      # (T, n): the target's copies per client
+    assert (hits[torch.arange(500), tr.secret] == 1).all()               # once in the secret client's batch
+    hits[torch.arange(500), tr.secret] = 0
+    assert int(hits.sum()) == 0                                          # and in no other client's
+    assert (idx >= 0).all() and (idx < len(data)).all()

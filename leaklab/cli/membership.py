@@ -88,6 +88,7 @@ def cmd_membership_tracing(args) -> int:
            **({"clients": opts["clients"], "chance": 1 / opts["clients"], "local_steps": opts["local_steps"]}
               if args.game == "tracing" else
               {"observe": runs[0].config["observe"]}),
+           **({"privacy": runs[0].config["privacy"]} if "privacy" in runs[0].config else {}),
            "results": results}
     if args.out:
         from ..results import write_records
@@ -107,6 +108,13 @@ def cmd_membership_tracing(args) -> int:
              if args.game == "tracing" else f"observing the {out['observe']}")
     print(f"{args.game} game on {info.name} [{info.modality}], {out['adversary']} adversary, {extra}, "
           f"{out['trials']} trials, seed {args.seed}")
+    p = out.get("privacy")
+    if p:
+        other = ("add/remove a record" if p["neighbours"] == "replace-one" else "replace one record")
+        alt = p["epsilon_add_remove"] if p["neighbours"] == "replace-one" else p["epsilon_replace"]
+        print(f"defense {runs[0].config['defense']['name']}: epsilon {p['epsilon']:.3g} for this game's "
+              f"{p['neighbours']} neighbours ({alt:.3g} to {other}) at delta {p['delta']:g} ({p['accountant']}, "
+              f"{p['steps']} step(s), sample rate {p['sample_rate']:.3g})")
     print(f"{'batch':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8} {'advantage':>9} {'TPR@1%FPR':>9}")
     for r in results:
         lo, hi = r["auroc_ci"]

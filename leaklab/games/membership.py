@@ -6,8 +6,8 @@ can be released, and the adversary sees one of them:
 
 * ``observe="release"`` (the server's view in FedSGD) — a batch of ``B`` records,
   with the target in it when ``a = 1`` and ``B`` other records otherwise, goes
-  through one step of the release path (:func:`leaklab.games.protocol.secure_release`,
-  the defense ``M`` included). The white-box server knows the candidate record and
+  through one step of the release path (:func:`server_sum`, the defense ``M``
+  included; with ``clients > 1`` the other clients' batches never hold the target). The white-box server knows the candidate record and
   the model.
 * ``observe="model"`` (anyone who queries the trained model) — a model is trained
   on a set of ``m`` records drawn from the pool; the trials are ``2m`` candidates,
@@ -29,7 +29,12 @@ Adversaries (the default is the strongest for what is observed):
 ``lira`` and ``lira-offline`` (model)
     The likelihood-ratio attack of Carlini et al. (2022), as we read it (see
     PAPERS.md). Shadow models are trained with the same recipe, all together in one
-    ``torch.func.vmap`` over stacked parameters (:func:`train_stacked`). For each
+    ``torch.func.vmap`` over stacked parameters (:func:`train_stacked`). The recipe
+    carries the defense: an adaptive adversary (``adaptive=True``) trains its shadows
+    through it as the target was trained (DP-SGD clipping and noising each record,
+    pruning, sign, ... on the release path; under SPN on ``CE + alpha * L_pol`` with its
+    own draw of the head and codes, never the client's); a static adversary trains them
+    with plain cross-entropy and no defense. For each
     candidate, the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of its
     label is compared with its distribution under shadow models that trained on
     it (``IN``, online only) and that did not (``OUT``), each a Gaussian. Online:
@@ -69,7 +74,7 @@ from ..results import Record
 from ..runtime import get_device
 from .adversaries import Adversary, make_adversary, register_adversary
 from .games import Game, Trials, register_game
-from .protocol import GameResult, Knowledge, Observation, checked_dataset, secure_release, set_up_players
+from .protocol import GameResult, Knowledge, Observation, checked_dataset, set_up_players
 
 __all__ = ["MembershipGame", "MembershipResult", "AlignmentAdversary", "LossAdversary", "LiRAAdversary",
            "train_stacked", "stacked_init", "play_membership", "OBSERVE", "DEFAULT_ADVERSARY"]
@@ -86,6 +91,31 @@ def _other_records(n: int, target: torch.Tensor, shape: tuple[int, ...], generat
     r = torch.randint(n - 1, shape, generator=generator)
     t = target.reshape(T, *[1] * (len(shape) - 1))
     return r + (r >= t).long()            # skip the target's own index
+
+
+def server_sum(model: nn.Module, data: Dataset, idx: torch.Tensor, target: torch.Tensor, params, *,
+               clients: int = 1, defense=None, engine: str = "batched", generator: torch.Generator | None = None,
+               device=None, static_objective: bool = False):
+    """What the server sees in the membership game: the release of the batches ``data[idx]`` (T, B)
+    and, with ``clients > 1``, the secure sum with ``clients - 1`` other clients' releases.
+
+    The other clients' batches are drawn from the records other than trial ``t``'s target
+    ``target[t]``, for members and non-members alike: the target is in the sum exactly
+    when it is in the first client's batch.
+    """
+    from ..fl import secure_sum
+    from .protocol import release_gradients
+
+    check_positive_int("clients", clients)
+    dev = get_device(device)
+    x, y = data.x.to(dev), data.y.to(dev)
+    releases = []
+    for c in range(clients):
+        pick = idx if c == 0 else _other_records(len(data), target, tuple(idx.shape), generator)
+        pick = pick.to(dev)
+        releases.append(release_gradients(model, x[pick], y[pick], params, engine=engine, defense=defense,
+                                          generator=generator, static_objective=static_objective))
+    return releases[0] if clients == 1 else secure_sum(releases)
 
 
 @register_game("membership")
@@ -117,10 +147,33 @@ class MembershipGame(Game):
 
 # -- models trained together -------------------------------------------------------------------
 
+def _reinitialise(model: nn.Module) -> None:
+    """Draw every parameter of ``model`` afresh from torch's global RNG, as its own initialiser does.
+
+    Every module's ``reset_parameters`` (PyTorch's defaults); then a wrapper that draws
+    its own parameters in its constructor draws them the same way again: SPN's secret head
+    at ``N(0, 0.01^2)``, not at ``nn.Linear``'s default scale.
+    """
+    from ..defenses.spn import SPNModel
+
+    for mod in model.modules():
+        if callable(getattr(mod, "reset_parameters", None)):
+            mod.reset_parameters()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, SPNModel):
+                mod.polar.weight.copy_(_SPN_HEAD_STD * torch.randn(mod.polar.weight.shape))
+
+
+#: the scale at which :class:`~leaklab.defenses.spn.SPNModel` draws its secret head
+_SPN_HEAD_STD = 0.01
+
+
 def stacked_init(model: nn.Module, count: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
     """``count`` fresh initialisations of ``model``'s architecture, stacked: ``(count, *shape)`` per parameter.
 
-    Each copy is re-initialised with ``reset_parameters`` under its own seed.
+    Each copy draws every parameter as the model's own initialiser does (each module's
+    ``reset_parameters``; an SPN head at its own small scale), under its own seed.
     """
     check_positive_int("count", count)
     out: dict[str, list[torch.Tensor]] = {}
@@ -128,28 +181,36 @@ def stacked_init(model: nn.Module, count: int, *, seed: int = 0) -> dict[str, to
         m = copy.deepcopy(model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 100003 + i)
-            for mod in m.modules():
-                if callable(getattr(mod, "reset_parameters", None)):
-                    mod.reset_parameters()
+            _reinitialise(m)
         for k, v in m.named_parameters():
             out.setdefault(k, []).append(v.detach())
     return {k: torch.stack(v) for k, v in out.items()}
 
 
 def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, steps: int, lr: float = 0.1,
-                  batch_size: int = 32, momentum: float = 0.9, seed: int = 0, params=None,
-                  engine: str = "batched", device=None, progress: bool = False) -> dict[str, torch.Tensor]:
+                  batch_size: int = 32, momentum: float = 0.9, seed: int = 0, params=None, defense=None,
+                  static_objective: bool = False, engine: str = "batched", device=None,
+                  progress: bool = False) -> dict[str, torch.Tensor]:
     """Train ``S`` models of ``model``'s architecture, model ``s`` on the records ``data[members[s]]``.
 
     ``members`` is ``(S, m)``: each model's training set (indices into ``data``).
-    Every model runs ``steps`` SGD steps (momentum ``momentum``) on mini-batches of
-    ``batch_size`` drawn with replacement from its own set. ``engine="batched"``
-    trains all of them in one ``torch.func.vmap`` per step over stacked
-    parameters; ``engine="loop"`` trains them one after another with the same
-    draws (the oracle and the benchmark's baseline). Returns the stacked trained
-    parameters ``(S, *shape)``.
+    Every model runs ``steps`` SGD steps (momentum ``momentum``) on mini-batches drawn
+    without replacement from its own set, shuffled epochs of fixed-size batches as
+    :func:`leaklab.fl.train` draws them (:func:`leaklab.fl.epoch_batches`). With a
+    ``defense`` every step goes through the release path (:func:`leaklab.release.release`):
+    DP-SGD clips and noises each record's gradient, pruning prunes, and so on, for all
+    models at once; a model-side defense (SPN, VIB) acts through ``model``'s own
+    objective, which ``static_objective=True`` replaces by plain cross-entropy.
+    Secret parameters (an SPN head) are trained on their own gradient.
+    ``engine="batched"`` trains all of them in one ``torch.func.vmap`` per step over
+    stacked parameters; ``engine="loop"`` computes each model's gradient with ordinary
+    autograd from the same draws (the oracle and the benchmark's baseline). Returns the
+    stacked trained parameters ``(S, *shape)``.
     """
     from .._progress import trange
+    from ..defenses import as_defense
+    from ..fl import epoch_batches
+    from ..release import release
 
     check_choice("engine", engine, ("batched", "loop"))
     check_positive_int("steps", steps, minimum=0)
@@ -159,40 +220,43 @@ def train_stacked(model: nn.Module, data: Dataset, members: torch.Tensor, *, ste
                          f"{type(members).__name__} {tuple(getattr(members, 'shape', ()))}")
     if members.numel() and (int(members.min()) < 0 or int(members.max()) >= len(data)):
         raise ValueError(f"members must index records in [0, {len(data) - 1}]")
+    defense = as_defense(defense)
     dev = get_device(device)
     S, m = members.shape
     params = stacked_init(model, S, seed=seed) if params is None else {k: v.clone() for k, v in params.items()}
     params = {k: v.to(dev) for k, v in params.items()}
     x, y = data.x.to(dev), data.y.to(dev)
     members = members.to(dev)
-    loss = objective_of(model)
+    loss = objective_of(model, static=static_objective)
     gen = torch.Generator().manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed + 1)
     # every draw made up front, so that both engines see the same batches
-    pos = torch.randint(m, (steps, S, batch_size), generator=gen).to(dev)
+    pos = epoch_batches(m, batch_size, steps, gen, models=S).to(dev)         # (steps, S, b)
+    through = defense.name != "none" and defense.acts_on != "model"
+    secret = [k for k in params if k not in set(shared_names(model))]
     buf = {k: torch.zeros_like(v) for k, v in params.items()}
-    if engine == "batched":
-        g = vmap(grad(loss), in_dims=(0, 0, 0))
-        for s in trange(steps, desc="train models", progress=progress, leave=False):
-            idx = torch.gather(members, 1, pos[s])
-            gr = g(params, x[idx], y[idx])
-            for k in params:
-                buf[k] = momentum * buf[k] + gr[k]
-                params[k] = params[k] - lr * buf[k]
-        return params
+    g = vmap(grad(loss), in_dims=(0, 0, 0))
     g1 = grad(loss)
-    out = {k: [] for k in params}
-    for i in trange(S, desc="train models", progress=progress, leave=False):
-        p = {k: v[i] for k, v in params.items()}
-        b = {k: torch.zeros_like(v) for k, v in p.items()}
-        for s in range(steps):
-            idx = members[i][pos[s, i]]
-            gr = g1(p, x[idx], y[idx])
-            for k in p:
-                b[k] = momentum * b[k] + gr[k]
-                p[k] = p[k] - lr * b[k]
-        for k in p:
-            out[k].append(p[k])
-    return {k: torch.stack(v) for k, v in out.items()}
+
+    def plain(p, xs, ys):
+        if engine == "batched":
+            return g(p, xs, ys)
+        per = [g1({k: v[i] for k, v in p.items()}, xs[i], ys[i]) for i in range(xs.shape[0])]
+        return {k: torch.stack([d[k] for d in per]) for k in p}
+
+    for s in trange(steps, desc="train models", progress=progress, leave=False):
+        idx = torch.gather(members, 1, pos[s])
+        if through:
+            gr = release(model, x[idx], y[idx], params=params, params_batched=True, defense=defense,
+                         generator=noise, engine=engine, check=False, static_objective=static_objective)
+            if secret:
+                gr.update({k: v for k, v in plain(params, x[idx], y[idx]).items() if k in secret})
+        else:
+            gr = plain(params, x[idx], y[idx])
+        for k in params:
+            buf[k] = momentum * buf[k] + gr[k]
+            params[k] = params[k] - lr * buf[k]
+    return params
 
 
 def _confidence(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -238,6 +302,10 @@ class MembershipResult(GameResult):
     """A :class:`GameResult` whose record adds the true-positive rates at 1% and 0.1% false positives.
 
     At 0.1% FPR the rate is meaningful only with well over 1000 non-member trials.
+    Under DP-SGD the record (``epsilon``, ``epsilon_replace``, ``epsilon_add_remove``) and
+    the repr carry the accountant's epsilon for the game's own neighbours
+    (``config["privacy"]["neighbours"]``): replace-one for the release game, add/remove for
+    the model game.
     """
 
     def tpr(self, fpr: float, rounds: int | None = None) -> float:
@@ -248,7 +316,19 @@ class MembershipResult(GameResult):
         t = tpr_at_fprs(self.secret, self.scores(rounds), fprs=(0.01, 0.001))
         rec.numbers["tpr_at_1pct_fpr"] = t[0.01]
         rec.numbers["tpr_at_0.1pct_fpr"] = t[0.001]
+        p = self.config.get("privacy")
+        if p:
+            rec.numbers.update(epsilon=p["epsilon"], epsilon_replace=p["epsilon_replace"],
+                               epsilon_add_remove=p["epsilon_add_remove"])
         return rec
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        p = self.config.get("privacy")
+        if not p:
+            return text
+        return (f"{text[:-1]}; epsilon {p['epsilon']:.3g} for {p['neighbours']} neighbours at delta "
+                f"{p['delta']:g} ({p['steps']} step(s), sample rate {p['sample_rate']:.3g}))")
 
 
 # -- adversaries ------------------------------------------------------------------------------------
@@ -310,7 +390,9 @@ class AlignmentAdversary(_MembershipAdversary):
         aux = kn.auxiliary
         tr = kn.game.draw_trials(aux, self.reference, self.generator)
         idx = kn.game.draw_batches(aux, tr, kn.batch_size, self.generator)
-        rel = _flat64(kn.release(aux, idx, obs.params, self.generator))
+        rel = _flat64(server_sum(kn.view, aux, idx, tr.target, kn._params(obs.params), clients=kn.clients,
+                                 defense=kn.defense if kn.adaptive else None, engine=kn.engine,
+                                 generator=self.generator, device=kn.device, static_objective=kn.static))
         x, y = aux.x[tr.target].to(kn.device), aux.y[tr.target].to(kn.device)
         gc = _flat64(kn.gradients(x[:, None], y[:, None], obs.params, generator=self.generator,
                                   defense=self._through()))
@@ -399,9 +481,16 @@ class LiRAAdversary(_MembershipAdversary):
             self.inside = torch.zeros(S, len(cand), dtype=torch.bool)
             data = aux
         r = kn.recipe
-        self.shadow_params = train_stacked(kn.view, data, members, steps=r["steps"], lr=r["lr"],
-                                           batch_size=r["batch_size"], momentum=r["momentum"],
-                                           seed=seed + 5, engine=self.engine, device=kn.device)
+        # the recipe, defense included, is known: an adaptive adversary trains its shadows through it
+        # (DP-SGD, pruning, ... on the release path; under SPN with its own head and codes, kn.view),
+        # a static one with plain cross-entropy and no defense
+        self.shadow_data, self.shadow_members, self.shadow_seed = data, members, seed + 5
+        self.shadow_params = train_stacked(kn.view if kn.adaptive else kn.model, data, members,
+                                           steps=r["steps"], lr=r["lr"], batch_size=r["batch_size"],
+                                           momentum=r["momentum"], seed=self.shadow_seed,
+                                           defense=kn.defense if kn.adaptive else None,
+                                           static_objective=not kn.adaptive, engine=self.engine,
+                                           device=kn.device)
         self.phi = _confidence(kn.model, self.shadow_params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()
 
     def score(self, obs):
@@ -410,13 +499,9 @@ class LiRAAdversary(_MembershipAdversary):
         conf = _confidence(kn.model, obs.params, cand.x.to(kn.device), cand.y.to(kn.device)).cpu()   # (K, N)
         idx = obs.candidate_index.cpu()
         phi = conf[obs.model_index.cpu(), idx]                                     # (T,)
-        sp, inside = self.phi[:, idx], self.inside[:, idx]                         # (S, T)
-        out_mask = ~inside
-        mu_out, var_out = _masked_moments(sp, out_mask, self.fixed_variance)
-        if not self.online:
-            return (phi - mu_out) / var_out.sqrt()
-        mu_in, var_in = _masked_moments(sp, inside, self.fixed_variance)
-        return _log_normal(phi, mu_in, var_in) - _log_normal(phi, mu_out, var_out)
+        self.observed_phi = phi                     # kept for inspection beside the shadows' self.phi
+        return lira_score(phi, self.phi[:, idx], self.inside[:, idx], online=self.online,
+                          fixed_variance=self.fixed_variance)
 
 
 @register_adversary("lira-offline")
@@ -424,6 +509,21 @@ class OfflineLiRAAdversary(LiRAAdversary):
     """Offline LiRA: shadows trained on auxiliary data only (never on a candidate); one-sided score."""
 
     online = False
+
+
+def lira_score(phi: torch.Tensor, shadow_phi: torch.Tensor, inside: torch.Tensor, *, online: bool = True,
+               fixed_variance: bool = True) -> torch.Tensor:
+    """LiRA's score of ``T`` observed confidences ``phi`` given the shadows' ``shadow_phi (S, T)``.
+
+    ``inside (S, T)`` says which shadow trained on trial ``t``'s candidate. The OUT
+    Gaussian is fitted on the other shadows only, the IN one (online) on those. Online:
+    ``log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)``; offline: ``(phi - mu_out) / s_out``.
+    """
+    mu_out, var_out = _masked_moments(shadow_phi, ~inside, fixed_variance)
+    if not online:
+        return (phi - mu_out) / var_out.sqrt()
+    mu_in, var_in = _masked_moments(shadow_phi, inside, fixed_variance)
+    return _log_normal(phi, mu_in, var_in) - _log_normal(phi, mu_out, var_out)
 
 
 def _masked_moments(v: torch.Tensor, mask: torch.Tensor, pooled: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -458,14 +558,19 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
 
     ``observe="release"``: a FedSGD release of a batch of ``batch_size`` records at
     the model after ``warmup_steps`` SGD steps (learning rate ``lr``) on the pool,
-    through ``defense`` (``clients > 1``: the secure sum with other clients).
+    through ``defense`` (``clients > 1``: the secure sum with other clients, whose batches
+    never hold the target, for members and non-members alike).
     ``observe="model"``: a model trained for ``train_steps`` steps (mini-batches of
-    ``train_batch_size``, ``momentum``; under ``defense`` when it is given, e.g.
-    DP-SGD) on ``train_size`` of ``2 * train_size`` candidate records drawn from the
-    pool (default ``trials // 2``); with ``trials > 2 * train_size``, ``trials // (2 *
+    ``train_batch_size`` drawn without replacement, ``momentum``; under ``defense`` when it
+    is given, e.g. DP-SGD, all target models together on the release path) on
+    ``train_size`` of ``2 * train_size`` candidate records drawn from the pool (default ``trials // 2``); with ``trials > 2 * train_size``, ``trials // (2 *
     train_size)`` target models are trained together, each on its own random half of
     the same candidates (every pair of a model and a candidate is a trial), and the
     accuracies recorded are those of the first.
+    Under DP-SGD ``config["privacy"]`` holds the accountant's epsilon for the game's own
+    neighbours (see :class:`MembershipResult`): replace-one for the release (sample rate 1,
+    one step), add/remove for the model (``train_steps`` steps at ``q = train_batch_size /
+    train_size``, fixed-size batches accounted as Poisson sampling at that rate).
     ``adversary`` defaults to the strongest for ``observe`` (``alignment``, ``lira``);
     ``observe`` defaults to what the adversary observes.
     """
@@ -523,11 +628,12 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
         tr = game.draw_trials(pool, trials, gen)
         idx = game.draw_batches(pool, tr, batch_size, gen)
         theta = parameters_of(model)
-        g = secure_release(model, pool, idx, theta, clients=clients, defense=defense, engine=engine,
-                           generator=gen, device=dev)
+        g = server_sum(model, pool, idx, tr.target, theta, clients=clients, defense=defense, engine=engine,
+                       generator=gen, device=dev)
         shared = {k: theta[k] for k in shared_names(model)}
         obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
         config.update(warmup_steps=warmup_steps, lr=lr)
+        privacy = _privacy(defense, neighbours="replace-one", sample_rate=1.0, steps=1)
     else:
         m = trials // 2 if train_size is None else check_positive_int("train_size", train_size)
         K = max(1, trials // (2 * m))                       # target models, each with its own half
@@ -538,22 +644,9 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
         cand = pool.subset(pick)
         half = torch.argsort(torch.rand(K, 2 * m, generator=gen), 1)[:, :m]          # (K, m) members
         inside = torch.zeros(K, 2 * m, dtype=torch.long).scatter_(1, half, 1)
-        if defense.name == "none" or defense.acts_on == "model":
-            params = train_stacked(model, cand, half, steps=train_steps, lr=lr, batch_size=train_batch_size,
-                                   momentum=momentum, seed=seed + 3, device=dev)
-        else:  # training under the defense: the release path at every step, one model after another
-            from ..fl import parameters_of, train
-
-            init = stacked_init(model, K, seed=seed + 3)
-            parts = []
-            for k in range(K):
-                with torch.no_grad():
-                    for name, p in model.named_parameters():
-                        p.copy_(init[name][k])
-                train(model, cand.subset(half[k]), steps=train_steps, lr=lr, batch_size=train_batch_size,
-                      momentum=momentum, seed=seed + 3 + k, defense=defense, progress=False)
-                parts.append(parameters_of(model))
-            params = {name: torch.stack([p[name] for p in parts]) for name in parts[0]}
+        # the target models, all together, through the defense (the release path at every step)
+        params = train_stacked(model, cand, half, steps=train_steps, lr=lr, batch_size=train_batch_size,
+                               momentum=momentum, seed=seed + 3, defense=defense, engine=engine, device=dev)
         kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                                  secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
                                  device=dev, engine=engine, clients=clients, observe=observe,
@@ -562,7 +655,8 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
         model_index = torch.arange(K).repeat_interleave(2 * m)
         cand_index = torch.arange(2 * m).repeat(K)
         tr = Trials(inside.flatten(), cand_index)
-        obs = Observation(1, params, {}, cand.x[cand_index].to(dev), cand.y[cand_index].to(dev))
+        shared = {k: params[k] for k in shared_names(model)}          # a secret head never leaves the client
+        obs = Observation(1, shared, {}, cand.x[cand_index].to(dev), cand.y[cand_index].to(dev))
         obs.candidate_index, obs.model_index = cand_index, model_index
         others = torch.ones(len(pool), dtype=torch.bool)
         others[pick] = False
@@ -572,17 +666,37 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
                       train_accuracy=_accuracy(model, first, cand.subset(half[0]), dev),
                       test_accuracy=_accuracy(model, first, test, dev))
         trials = 2 * m * K
+        privacy = _privacy(defense, neighbours="add/remove", sample_rate=min(train_batch_size, m) / m,
+                           steps=max(train_steps, 1))
     with torch.no_grad() if observe == "model" else _null():
         s = adv.score(obs)
     s = np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s)
     if not np.all(np.isfinite(s)):
         raise ValueError(f"the {adv.name} adversary produced non-finite scores (a defense too strong for "
                          f"its statistic?)")
+    if privacy is not None:
+        config["privacy"] = privacy
     return MembershipResult(
         game="membership", dataset=dataset.name, modality=dataset.modality, attribute=None,
         adversary=adv.name, adaptive=adaptive, batch_size=batch_size, secret=tr.secret.numpy(),
         round_scores=s[None], secret_names=game.secret_names(pool), seed=seed, config=config,
         wall_time=time.perf_counter() - t0, device=str(dev))
+
+
+def _privacy(defense, *, neighbours: str, sample_rate: float, steps: int, delta: float = 1e-5) -> dict | None:
+    """The accountant's epsilon for what the game compares, or ``None`` for a defense without one.
+
+    ``neighbours`` names the game's neighbouring datasets: ``"replace-one"`` for the
+    release game (a member's batch and a non-member's differ in one record's value),
+    ``"add/remove"`` for the model game. ``epsilon`` is for those; both conventions are kept.
+    """
+    if not callable(getattr(defense, "privacy", None)):
+        return None
+    p = defense.privacy(delta=delta, sample_rate=sample_rate, steps=steps)
+    eps = p["epsilon_replace"] if neighbours == "replace-one" else p["epsilon"]
+    return {"neighbours": neighbours, "epsilon": eps, "epsilon_replace": p["epsilon_replace"],
+            "epsilon_add_remove": p["epsilon"], "delta": p["delta"], "accountant": p["accountant"],
+            "sample_rate": sample_rate, "steps": steps}
 
 
 def _accuracy(model, params, data: Dataset, dev) -> float:

@@ -181,8 +181,8 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     g = {k: v.reshape(T, n, *v.shape[1:]) for k, v in g.items()}
     shared = {k: theta[k] for k in shared_names(model)}
     obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
-    obs.client_params = ({k: (theta[k] - lr * g[k]) if k in g else theta[k].expand(T, n, *theta[k].shape)
-                          for k in theta} if adv.name == "loss" else None)
+    # each client's local model as the server can form it: the shared parameters only (a secret head never leaves)
+    obs.client_params = ({k: theta[k] - lr * g[k] for k in shared} if adv.name == "loss" else None)
     s = adv.score(obs)
     s = np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s)
     if s.shape != (T, n):
