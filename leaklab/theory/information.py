@@ -26,7 +26,7 @@ hold when the target is drawn at random, as long as its draw does not depend on 
 secret (a mixture of ``mu``-GDP pairs over a choice independent of the secret is
 ``mu``-GDP). They do **not** bound ``play("attribute")``: there the target is drawn
 from ``P(z | a)``, so its other features ``phi(z)`` carry the secret before anything is
-released (on diabetes, ``phi`` alone reaches an AUROC of about 0.74 whatever the noise).
+released (on diabetes, ``phi`` alone reaches an AUROC of about 0.75 whatever the noise).
 In that game the ceiling speaks only of what the release adds for each fixed
 ``phi(z)``, not of the pooled AUROC of an adversary that knows ``phi(z)``.
 - **Fano's inequality** (Cover and Thomas, section 2.10): an adversary who learns
