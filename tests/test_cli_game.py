@@ -99,3 +99,21 @@ def test_game_estimates_the_time_of_a_long_run(capsys, monkeypatch):
     assert main(["game", "attribute", "--dataset", "diabetes", "--rounds", "4", "--trials", "20", "--json"]) == 0
     err = capsys.readouterr().err
     assert calls[:2] == [1, 3] and "note: 4 rounds in all; a probe took" in err and "expect about" in err
+
+
+def test_attribute_game_states_the_replace_one_epsilon_first(capsys):
+    from leaklab.defenses import parse_defense
+
+    argv = ["game", "attribute", "--dataset", "diabetes", "--adversary", "informed", "--rounds", "2",
+            "--trials", "20", "--defense", "dp:clip=1,noise=1"]
+    code, out, err = run(argv + ["--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    p = parse_defense("dp:clip=1,noise=1").privacy(delta=1e-5, sample_rate=1.0, steps=2)
+    assert doc["game_epsilon"] == doc["epsilon_replace"] == p["epsilon_replace"]
+    assert doc["game_epsilon"] > doc["epsilon"]                  # changing a record moves the sum by 2C
+    assert doc["game_neighbours"] == "replace one record"
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("defense"))
+    assert line.index(f"{p['epsilon_replace']:.3g}") < line.index(f"{p['epsilon']:.3g}"), line

@@ -87,6 +87,51 @@ def test_dpsgd_attribute_bound_is_reached_by_the_worst_case_and_not_exceeded(rou
     assert auroc(y, s) < bound - 0.03                                 # below it otherwise
 
 
+def _canary_game(noise, rounds, seed, *, adaptive=True):
+    """The game the DP-SGD ceiling bounds: a fixed target (a random natural canary) whose
+    attribute alone changes, released through DP-SGD, the rest of the batch random."""
+    import leaklab
+    from leaklab import games
+    from leaklab.audit.canaries import make_canary
+    from leaklab.games.canary import CanaryAttributeGame, with_canary
+
+    data = leaklab.load_dataset("diabetes")
+    model = games.default_model(data, seed=seed)
+    canary = make_canary("random", data, model, seed=seed)
+    game = CanaryAttributeGame(data.info, canary=canary)
+    return games.play(game, with_canary(data, canary), adversary="informed", batch_size=4, rounds=rounds,
+                      trials=300, defense=f"dp:clip=1,noise={noise:g}", adaptive=adaptive, model=model,
+                      adversary_options={"sims": 8}, steps_per_round=5, seed=seed, progress=False)
+
+
+@pytest.mark.parametrize("noise,seed", [(0.5, 0), (2.0, 0), (2.0, 1), (4.0, 2)])
+def test_no_canary_game_under_dpsgd_exceeds_the_gdp_ceiling(noise, seed):
+    """The measured AUROC of the canary game (informed adversary, static and adaptive, after 1 and
+    2 rounds) has the lower end of its interval below Phi(sqrt(2R) / sigma)."""
+    for adaptive in (False, True):
+        res = _canary_game(noise, 2, seed, adaptive=adaptive)
+        for r in (1, 2):
+            s = res.score(r)
+            bound = dpsgd_attribute_auroc_bound(r, noise)
+            assert s.auroc_ci[0] <= bound, (noise, seed, adaptive, r, s, bound)
+            assert gdp_auroc_bound(dpsgd_attribute_mu(r, noise)) == bound
+        if noise == 0.5 and adaptive:     # the other side: a weak noise leaves an attack that wins
+            assert res.score().auroc_ci[0] > 0.6, res
+
+
+def test_the_dpsgd_ceiling_does_not_bound_the_attribute_game_with_a_drawn_target():
+    """play("attribute") draws its target from P(z | a): its other features reveal the secret
+    with nothing released, so the pooled AUROC is not bounded by the ceiling (which is why the
+    ceiling is compared with the canary game)."""
+    from leaklab import games
+
+    res = games.play("attribute", "diabetes", adversary="combined", batch_size=4, trials=300,
+                     defense="dp:clip=1,noise=1000", seed=0, progress=False)
+    bound = dpsgd_attribute_auroc_bound(1, 1000.0)
+    assert bound < 0.501
+    assert res.baseline.auroc_ci[0] > bound + 0.1 and res.score().auroc_ci[0] > bound + 0.1
+
+
 # --------------------------------------------------------------------------- Fano
 def _symmetric_channel(k, p):
     """Joint law of (A, Y): A uniform on K values, Y = A w.p. 1 - p, else uniform on the others."""

@@ -83,6 +83,14 @@ def cmd_game(args) -> int:
            "attribute": game.attribute, "adversary": args.adversary, "trials": args.trials,
            "seed": args.seed, "device": str(device),
            **defense_json(args.defense, args.adaptive, steps=max(args.rounds)), "results": results}
+    if "epsilon_replace" in out and args.game == "attribute":
+        # the attribute game's two worlds differ in one record's value (the target's attribute),
+        # not by one record added or removed: its epsilon is the replace-one epsilon
+        out["game_epsilon"] = out["epsilon_replace"]
+        out["game_neighbours"] = "replace one record"
+    elif "epsilon_replace" in out:
+        out["game_neighbours"] = ("the secret changes several records of the batch: a record-level "
+                                  "epsilon does not bound this game")
     if baseline:
         out["baseline"] = ("phi: the target's other features and label alone, no gradient "
                            "(a classifier fitted on the auxiliary records); leakage is the gain over it")
@@ -110,9 +118,15 @@ def cmd_game(args) -> int:
           f"{args.trials} trials, seed {args.seed}")
     if args.defense is not None:
         dj = defense_json(args.defense, args.adaptive, steps=max(args.rounds))
-        eps = (f", epsilon {dj['epsilon']:.3g} (add/remove a record) or {dj['epsilon_replace']:.3g} (change one "
-               f"record, as this game does) at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} "
-               f"round(s), sample rate 1)") if "epsilon" in dj else ""
+        eps = ""
+        if "epsilon" in dj:
+            how = (f"at delta {dj['delta']:g} ({dj['accountant']}, {max(args.rounds)} observed release(s), "
+                   f"sample rate 1)")
+            eps = (f", epsilon {dj['epsilon_replace']:.3g} for this game's neighbours (one record's attribute "
+                   f"changed) {how}; {dj['epsilon']:.3g} for adding or removing a record"
+                   if args.game == "attribute" else
+                   f", epsilon {dj['epsilon_replace']:.3g} (one record changed) or {dj['epsilon']:.3g} (one added "
+                   f"or removed) {how}: the secret changes several records, which neither bounds")
         print(f"defense {args.defense.spec()}, {'adaptive' if args.adaptive else 'static'} adversary{eps}")
     head = f"{'batch':>6} {'rounds':>6} {'AUROC':>7}  {'95% CI':<15} {'accuracy':>8}"
     if baseline:

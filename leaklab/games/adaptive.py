@@ -14,7 +14,8 @@ which the release moves with the secret is estimated with ``M`` stripped of its
 noise (:meth:`~leaklab.defenses.Defense.deterministic`): for DP-SGD it is exactly
 the difference of the target's two clipped gradients. The observed release is
 scored by the Gaussian log-likelihood ratio of its projection on that direction,
-with the clouds' spread measured on the fully defended simulations (two values),
+the two means taken from the noiseless simulations and the clouds' spread from the
+fully defended ones (two values),
 or by an isotropic Gaussian log-posterior (more values).
 """
 from __future__ import annotations
@@ -68,8 +69,11 @@ def simulated_informed_scores(kn, obs, candidates: torch.Tensor, column: int, *,
         d = exact[:, 1] - exact[:, 0]
         u = d / d.norm(dim=1, keepdim=True).clamp_min(1e-30)
         proj = (rel * u[:, None, None, :]).sum(-1)                          # (T, K, S)
-        m = proj.mean(2)                                                   # (T, K)
-        var = ((proj - m[..., None]) ** 2).mean((1, 2)) + floor * (m[:, 1] - m[:, 0]) ** 2 + 1e-30
+        # the means from M without its noise (exact in the noise: a mean of a few noisy
+        # simulations would put the noise of the simulations into the likelihood ratio's
+        # weight), the spread from the fully defended simulations
+        m = (exact * u[:, None, :]).sum(-1)                                # (T, K)
+        var = ((proj - proj.mean(2, keepdim=True)) ** 2).mean((1, 2)) + floor * (m[:, 1] - m[:, 0]) ** 2 + 1e-30
         p = (seen * u).sum(1)
         return ((m[:, 1] - m[:, 0]) * (p - 0.5 * (m[:, 1] + m[:, 0])) / var).cpu()
     mean = rel.mean(2)

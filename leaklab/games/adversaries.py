@@ -115,11 +115,30 @@ class InformedAttributeAdversary(Adversary):
     the log-softmax of these over the values (so that one-vs-rest AUROC ranks trials
     by posterior, not by an unnormalised likelihood). The candidate value of the feature is its mean among the auxiliary
     records with that attribute value (exact for a coded attribute such as sex).
+
+    **What the static adversary assumes.** It ignores ``M``: it models the release as the
+    plain mean gradient of the batch, with the unknown records' gradients spread around
+    ``m`` as its auxiliary records' are. Under a defense that adds noise the release
+    spreads much more than that, and a likelihood ratio with the model's ``sigma^2`` is
+    overconfident: alone it ranks the trials almost as well, but added to a prior (the
+    ``combined`` adversary) it swamps the prior with noise, and the combination can fall
+    below the prior itself. Not knowing ``M``, the adversary cannot use ``M``'s noise; it
+    can measure the spread of what it observes. With ``calibrate`` (the default) it
+    compares, over the ``T`` releases of the round, the second moment of its projection
+    with what its model predicts (``E[proj^2] = |d|^2/4 + sigma^2``) and adds the excess,
+    if any, to ``sigma^2`` (a method-of-moments fit of the variance to the releases; for
+    more values, the per-coordinate excess of the distance to the nearest candidate).
+    Without a defense the excess is about zero and the score is the model's. The
+    adaptive adversary measures the spread on releases it simulates through ``M``
+    (:mod:`leaklab.games.adaptive`) and needs no calibration.
     """
 
-    def __init__(self, *, floor: float = 1e-4, sims: int = 32):
+    def __init__(self, *, floor: float = 1e-4, sims: int = 32, calibrate: bool = True):
         self.floor = float(floor)
         self.sims = check_positive_int("sims", sims, minimum=2)
+        if not isinstance(calibrate, bool):
+            raise TypeError(f"calibrate must be True or False, got {calibrate!r}")
+        self.calibrate = calibrate
 
     def check(self, game, info):
         _check_tabular_attribute(self.name or "informed", game, info)
@@ -161,9 +180,18 @@ class InformedAttributeAdversary(Adversary):
             proj = ((r - 0.5 * (gc[:, 1] + gc[:, 0])) * u).sum(1)
             var = (ga @ u.T).pow(2).mean(0)                                    # (T,)
             sigma2 = others * var + self.floor * nd**2
+            if self.calibrate:
+                # E[proj^2] = |d|^2 / 4 + the variance along u: the excess over the model's
+                # variance, measured on the round's releases, is spread the model does not know of
+                excess = (proj.pow(2) - 0.25 * nd**2 - sigma2).mean().clamp_min(0.0)
+                sigma2 = sigma2 + excess
             return (nd * proj / sigma2).cpu()
         sigma2 = others * ga.pow(2).mean() + self.floor * gc.pow(2).sum(-1).mean()
-        loglik = -(r[:, None, :] - gc).pow(2).sum(-1) / (2 * sigma2)
+        dist = (r[:, None, :] - gc).pow(2).sum(-1)                             # (T, K)
+        if self.calibrate:       # per coordinate, from the nearest candidate (a lower estimate)
+            excess = (dist.min(1).values / r.shape[1] - sigma2).mean().clamp_min(0.0)
+            sigma2 = sigma2 + excess
+        loglik = -dist / (2 * sigma2)
         return torch.log_softmax(loglik, dim=1).cpu()
 
 
@@ -254,12 +282,17 @@ class CombinedAdversary(Adversary):
     P(a = 0 | g, phi)``, so the prior enters once (first observed round) and every
     round adds its likelihood ratio. For ``K > 2`` values the same holds for
     log-likelihoods, normalised by a log-softmax. The sum is exact when the
-    likelihood model is; the informed one is a Gaussian approximation.
-    ``floor`` goes to the informed part, ``C`` to the ``phi`` part.
+    likelihood model is; the informed one is a Gaussian approximation, and an
+    overconfident likelihood ratio (a static adversary's under noise it does not model)
+    drowns the prior in noise: the sum can then rank the trials worse than the prior
+    alone. The informed part's ``calibrate`` (on by default) fits its variance to the
+    spread of the observed releases, so that under a release that carries nothing the
+    sum stays at the prior instead of falling below it.
+    ``floor``, ``sims`` and ``calibrate`` go to the informed part, ``C`` to the ``phi`` part.
     """
 
-    def __init__(self, *, floor: float = 1e-4, C: float = 1.0):
-        self.informed = InformedAttributeAdversary(floor=floor)
+    def __init__(self, *, floor: float = 1e-4, C: float = 1.0, sims: int = 32, calibrate: bool = True):
+        self.informed = InformedAttributeAdversary(floor=floor, sims=sims, calibrate=calibrate)
         self.phi = PhiAdversary(C=C)
 
     def check(self, game, info):

@@ -110,6 +110,10 @@ class CanaryAttributeGame(AttributeGame):
         secret = torch.randint(k, (trials,), generator=generator)
         return Trials(secret, len(data) - k + secret)
 
+    def training_pool(self, data, trials):
+        """The whole pool: it holds the canary with every value of its attribute, whatever the secret."""
+        return data
+
     def draw_batches(self, data, trials, batch_size, generator):
         k = self._rows(data)
         T = trials.secret.shape[0]

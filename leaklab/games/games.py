@@ -93,6 +93,15 @@ class Game:
         """Indices ``(T, batch_size)`` into ``data`` of each trial's batch, drawn from ``P(x, y | a)``."""
         raise NotImplementedError
 
+    def training_pool(self, data: Dataset, trials: Trials) -> Dataset:
+        """The records the challenger may train its model on between rounds, given the trials.
+
+        Training must not depend on the trials' secrets, or the next ``theta`` (which the
+        adversary receives) carries them. Here the secret is a property of the batch drawn
+        from the pool, not of the pool, so the whole pool (the default).
+        """
+        return data
+
     def __repr__(self) -> str:
         extra = f", attribute={self.attribute!r}" if self.attribute else ""
         return f"{type(self).__name__}(dataset={self.info.name!r}{extra})"
@@ -157,6 +166,23 @@ class AttributeGame(Game):
         T = trials.secret.shape[0]
         rest = torch.randint(len(data), (T, batch_size - 1), generator=generator)
         return torch.cat([trials.target[:, None], rest], 1)
+
+    def training_pool(self, data, trials):
+        """The pool without the trials' targets.
+
+        A target is a record of the pool with its real attribute; a model trained on it
+        between rounds (or before the first) moves with that attribute, and the adversary
+        receives that model: its later ``theta`` would leak the secret outside every
+        accounted release. Without the targets, training depends on the trials only
+        through which records were left out, not on any target's attribute.
+        """
+        keep = torch.ones(len(data), dtype=torch.bool)
+        keep[trials.target.unique()] = False
+        if not keep.any():
+            raise ValueError(f"the {trials.target.numel()} trials' targets cover all {len(data)} records of the "
+                             "challenger's pool, which leaves no record to train on between rounds; use fewer "
+                             "trials, more records, or steps_per_round=0")
+        return data.subset(keep)
 
 
 @register_game("property")

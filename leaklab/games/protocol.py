@@ -4,7 +4,7 @@ The steps follow the game-based framework of Li et al. (2024), as far as we coul
 
 1. The challenger obtains the latest parameters ``theta`` through the training
    algorithm ``T`` (here :func:`leaklab.fl.train`, one epoch of SGD on its pool
-   between rounds).
+   between rounds; in the attribute game the pool without the trials' targets).
 2. It draws the secret ``a`` of each trial, then a batch of ``k`` records from
    ``P(x, y | a)`` (:mod:`leaklab.games.games`).
 3. It computes the FedSGD gradient ``g_i = grad L(theta_{i-1}, D_a)`` and releases
@@ -471,7 +471,10 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         trained in place by the challenger between rounds.
     warmup_steps, steps_per_round, lr
         SGD steps before the first round; steps between rounds (default: one epoch of
-        the challenger's pool at batch size 32); the learning rate.
+        the training pool at batch size 32); the learning rate. The challenger trains on
+        :meth:`Game.training_pool`: in the attribute game its pool without the trials'
+        targets, so that no later ``theta`` carries a target's attribute (the releases
+        are then the only thing that reveals it, and the only thing an epsilon counts).
     aux_fraction
         The share of the records given to the adversary as auxiliary data; the rest is
         the challenger's pool.
@@ -520,8 +523,8 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
                                                device=dev)
     names = game.secret_names(pool)
-    steps = math.ceil(len(pool) / 32) if steps_per_round is None else check_positive_int(
-        "steps_per_round", steps_per_round, minimum=0)
+    if steps_per_round is not None:
+        check_positive_int("steps_per_round", steps_per_round, minimum=0)
 
     knowledge = Knowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                           secret_names=names, defense=defense, adaptive=adaptive, device=dev,
@@ -529,9 +532,15 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
     gen = torch.Generator().manual_seed(seed)
     adv.prepare(knowledge, seed=seed + 1)
     train_defense = None if isinstance(defense, _CallableDefense) else defense
-    if warmup_steps:
-        train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=train_defense, progress=False)
     tr = game.draw_trials(pool, trials, gen)
+    # The challenger trains on a pool whose content does not depend on the secrets (the attribute
+    # game leaves the targets out): the adversary receives every later theta, and only the releases
+    # are accounted.
+    needs_training = bool(warmup_steps) or (rounds > 1 and steps_per_round != 0)
+    train_pool = game.training_pool(pool, tr) if needs_training else pool
+    steps = math.ceil(len(train_pool) / 32) if steps_per_round is None else steps_per_round
+    if warmup_steps:
+        train(model, train_pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=train_defense, progress=False)
     phi_x, phi_y = _phi(game, pool, tr)
     per_round = []
     for i in trange(rounds, desc=f"{game.name} game", progress=progress, leave=False):
@@ -550,8 +559,9 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         s = adv.score(obs)
         per_round.append(np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s))
         if i + 1 < rounds and steps:
-            train(model, pool, steps=steps, lr=lr, seed=seed + 11 + i, defense=train_defense, progress=False)
+            train(model, train_pool, steps=steps, lr=lr, seed=seed + 11 + i, defense=train_defense, progress=False)
     config = {"warmup_steps": warmup_steps, "steps_per_round": steps, "lr": lr,
+              "training_records": len(train_pool),
               "aux_fraction": aux_fraction, "clients": clients, "engine": engine,
               "defense": defense.config(),
               "model": type(model).__name__, **{k: v for k, v in dict(game_options or {}).items()},

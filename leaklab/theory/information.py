@@ -18,6 +18,17 @@ Three kinds of tools:
   standard deviation ``sigma C``, so one round is ``(2/sigma)``-GDP and ``R`` observed
   rounds are ``(2 sqrt(R) / sigma)``-GDP, whatever the batch size
   (:func:`dpsgd_attribute_mu`, :func:`dpsgd_attribute_auroc_bound`).
+
+What the GDP ceilings bound: a test between the releases of two neighbouring
+datasets, here one fixed target whose attribute alone differs (the canary game,
+:class:`leaklab.games.canary.CanaryAttributeGame`, and :mod:`leaklab.audit`). They also
+hold when the target is drawn at random, as long as its draw does not depend on the
+secret (a mixture of ``mu``-GDP pairs over a choice independent of the secret is
+``mu``-GDP). They do **not** bound ``play("attribute")``: there the target is drawn
+from ``P(z | a)``, so its other features ``phi(z)`` carry the secret before anything is
+released (on diabetes, ``phi`` alone reaches an AUROC of about 0.75 whatever the noise).
+In that game the ceiling speaks only of what the release adds for each fixed
+``phi(z)``, not of the pooled AUROC of an adversary that knows ``phi(z)``.
 - **Fano's inequality** (Cover and Thomas, section 2.10): an adversary who learns
   ``I`` nats about a uniform ``K``-valued secret errs with probability ``P_e`` satisfying
   ``h(P_e) + P_e log(K - 1) >= log K - I`` (:func:`fano_error_bound`); and two
@@ -91,7 +102,11 @@ def _array(name: str, value, *, ndim=(1,)) -> np.ndarray:
 def gdp_auroc_bound(mu: float) -> float:
     """The largest AUROC of any test against a ``mu``-GDP mechanism: ``Phi(mu / sqrt 2)``.
 
-    It is the AUROC of the optimal test between ``N(0, 1)`` and ``N(mu, 1)``.
+    It is the AUROC of the optimal test between ``N(0, 1)`` and ``N(mu, 1)``. The test
+    is between the mechanism's outputs on two neighbouring inputs (a game whose two
+    worlds are those inputs, or a mixture of such pairs chosen independently of the
+    secret); it does not bound an adversary that also holds side information
+    correlated with the secret (see the module's notes).
 
     >>> round(gdp_auroc_bound(1.0), 4)
     0.7602
@@ -133,6 +148,13 @@ def dpsgd_attribute_mu(rounds: int, noise_multiplier: float) -> float:
     ``sigma C``; so a round is ``(2/sigma)``-GDP and ``R`` rounds compose to
     ``sqrt(R) * 2 / sigma`` (our derivation; it ignores subsampling, i.e. the target
     is in every observed batch, which is the attribute game's setting).
+
+    The two neighbouring datasets are one target with either value of its attribute,
+    the rest of each batch drawn independently of it: the canary game
+    (:class:`~leaklab.games.canary.CanaryAttributeGame`). Only the ``R`` releases are
+    counted: whatever else the adversary receives must not depend on the secret (the
+    games train their model between rounds on data that does not; see
+    :meth:`leaklab.games.Game.training_pool`).
     """
     r = _int("rounds", rounds, minimum=1)
     sigma = _num("noise_multiplier", noise_multiplier, low=0.0, low_open=True)
@@ -140,7 +162,11 @@ def dpsgd_attribute_mu(rounds: int, noise_multiplier: float) -> float:
 
 
 def dpsgd_attribute_auroc_bound(rounds: int, noise_multiplier: float) -> float:
-    """``Phi(sqrt(2 R) / sigma)``: the AUROC ceiling of attribute inference against DP-SGD.
+    """``Phi(sqrt(2 R) / sigma)``: the AUROC ceiling of attribute inference about a fixed target against DP-SGD.
+
+    It bounds the canary game (a fixed target, only its attribute changes), not
+    ``play("attribute")``, whose target is drawn given the secret, so that its other
+    features alone reveal it (see the module's notes).
 
     >>> round(dpsgd_attribute_auroc_bound(1, 2.0), 4)
     0.7602
