@@ -265,6 +265,9 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
                    on_record: Callable[[Record], None] | None = None) -> list[Record]:
     """Run (or resume) the sweep; every record of the sweep, in order, read back from ``out``.
 
+    Records of other sweeps in the same file (other data, defenses, attacks or
+    settings) are kept in the file and left out of what is returned.
+
     ``on_record`` is called after each new record is written (a progress hook; an
     exception raised there stops the sweep, as a kill would, with every record
     written so far kept).
@@ -302,11 +305,13 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     path = Path(out) / RECORDS_FILE
     done = {r.key(): r for r in resume_records(path)}
     todo = [(seed, p) for seed in range(seeds) for p in points]
+    keys: list[str] = []
     bar = tqdm(total=len(todo) * len(attacks), desc="trade-off", progress=progress, leave=False)
     for seed, (family, key, value, defense) in todo:
         base = {"dataset": data.name, "data": used, "leaklab": __version__, "defense": defense.config(),
                 "family": family, "strength_key": key, "strength": value, "adaptive": adaptive, "settings": s}
         recs = [Record(kind="tradeoff", config={**base, "attack": a}, seed=seed, numbers={}) for a in attacks]
+        keys += [r.key() for r in recs]
         missing = [(a, r) for a, r in zip(attacks, recs) if r.key() not in done]
         bar.update(len(attacks) - len(missing))
         if not missing:
@@ -332,7 +337,8 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
             if on_record is not None:
                 on_record(rec)
     bar.close()
-    return [r for r in resume_records(path)]
+    back = {r.key(): r for r in resume_records(path)}
+    return [back[k] for k in keys]
 
 
 def _curve_value(pl: np.ndarray, acc: np.ndarray, level: float) -> float:
