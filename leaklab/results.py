@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Record", "write_records", "read_records", "completed", "timed", "resume_records"]
+__all__ = ["Record", "write_records", "read_records", "completed", "timed", "resume_records", "fingerprint"]
 
 
 def _version() -> str:
@@ -71,6 +71,25 @@ class Record:
     def key(self) -> str:
         """A stable identity of what was run (kind, config and seed), for resuming sweeps."""
         return json.dumps([self.kind, _jsonable(self.config), self.seed], sort_keys=True)
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """A SHA-256 of the tensors' shapes, dtypes and values, in order: what a resume key holds of the data used.
+
+    Two datasets with the same name and size but other records (or labels) get other
+    fingerprints, so a sweep into a folder that holds another data's records measures
+    its own instead of returning theirs.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"fingerprint takes tensors, argument {i} is {type(t).__name__}")
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def write_records(path: str | os.PathLike, records: Iterable[Record]) -> Path:

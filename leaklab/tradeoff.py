@@ -13,23 +13,45 @@ For every defense, every strength on its grid and every seed, :func:`sweep_trade
      attack on the first fully connected layer (exact at batch size 1 without a
      defense) and iDLG (adaptive when asked: it simulates the defense, and against
      SPN treats the secret head and codes as unknowns); each trial keeps its best
-     reconstruction, and the privacy loss is the mean SSIM, clipped to ``[0, 1]``, of
-     those (clipped to the image range) against the inputs;
+     reconstruction, and the privacy loss is their mean SSIM against the inputs
+     above the SSIM of the same reconstructions against other records (decoys);
    * ``membership`` — the membership game on FedSGD releases (alignment adversary);
-     privacy loss: the membership advantage;
+     privacy loss: the membership advantage at a threshold chosen on held-out trials;
    * ``tracing`` — the tracing game among ``clients`` clients (alignment
      adversary); privacy loss: accuracy over chance, normalised.
 
+   Each privacy loss is 0 in expectation (before clipping at 0) when the release
+   carries nothing about the secret, and comes with its 95% null interval
+   (``privacy_loss_null``): see :mod:`leaklab.metrics.privacy_loss`.
+
 One :class:`~leaklab.results.Record` per (defense, strength, attack, seed) is
-appended (its numbers: the model's test ``accuracy``, ``epsilon`` and ``accountant`` for
-DP-SGD, ``privacy_loss``, and the attack's own numbers prefixed ``attack_``) to ``DIR/tradeoff.jsonl`` as soon as it is measured. The sweep resumes: the
-records already in the file are skipped (their key holds the dataset, the defense's
-settings, the attack, ``adaptive``, the sizes and the seed), and a last line torn by
-a kill is cut off before anything is appended (:func:`leaklab.results.resume_records`).
+appended to ``DIR/tradeoff.jsonl`` as soon as it is measured. Its numbers: the
+model's test ``accuracy``; ``privacy_loss`` and ``privacy_loss_null``; the attack's
+own numbers prefixed ``attack_``; and, for DP-SGD, two epsilons at ``delta``, each
+with its neighbouring relation, sampling and accountant:
+
+* ``epsilon_training`` — a client's over the whole training: ``rounds * local_steps``
+  noisy steps (FedAvg) at sample rate ``batch/shard``. The accountant (Opacus)
+  assumes Poisson sampling and add/remove neighbours; the batches are of fixed size,
+  drawn without replacement, so this number is the usual approximation, said so in
+  ``epsilon_training_sampling``.
+* ``epsilon_attacked`` — that of the release the attack measured, in which the
+  target is always present (no sampling, ``q = 1``): one release for reconstruction
+  (add/remove) and membership (replace-one: the target or another record in the
+  batch), two for tracing (replace-one in the two clients' batches the target moves
+  between). This is the one whose mechanism the privacy loss measures, the one
+  :func:`plot_tradeoff` writes beside each point.
+
+The sweep resumes: the records already in the file are skipped. Their key holds
+the dataset's name and a fingerprint of the records actually used (their number, a
+SHA-256 of ``x`` and ``y``, the seed of the subset drawn), the leaklab version, the
+defense's settings, the attack, ``adaptive``, the sizes and the seed; a last line
+torn by a kill is cut off before anything is appended
+(:func:`leaklab.results.resume_records`).
 
 :func:`compare_at_equal_loss` reads the records back and gives, for each attack and
-privacy-loss level, each defense's best accuracy at that loss or below, interpolated
-linearly on its curve, with a confidence interval across seeds.
+privacy-loss level, each defense's best accuracy measured at that loss or below (the
+curve read as a step function), with a confidence interval across seeds.
 """
 from __future__ import annotations
 
@@ -44,9 +66,10 @@ import torch
 from ._checks import check_positive_int
 from .data import Dataset, load_dataset
 from .defenses import list_defenses, make_defense, parse_defense
-from .metrics.privacy_loss import ATTACKS, membership_loss, reconstruction_loss, tracing_loss
+from .metrics.privacy_loss import (ATTACKS, heldout_advantage, membership_loss, membership_null, reconstruction_loss,
+                                   reconstruction_null, tracing_loss, tracing_null)
 from .profiles import get_profile
-from .results import Record, resume_records, write_records
+from .results import Record, fingerprint, resume_records, write_records
 
 __all__ = ["DEFAULT_GRIDS", "expand_defenses", "sweep_tradeoff", "compare_at_equal_loss", "gap_at_equal_loss",
            "plot_tradeoff", "settings_for", "RECORDS_FILE"]
@@ -151,8 +174,12 @@ def _model(data: Dataset, hidden: int, seed: int):
     return build_model("mlp", data.input_shape, data.num_classes, hidden=(hidden,), seed=seed)
 
 
+#: Decoys per reconstruction trial: other records the reconstructions are also scored against (the SSIM floor).
+DECOYS = 8
+
+
 def _attack(attack: str, model, data: Dataset, defense, *, adaptive: bool, s: dict, seed: int, device) -> dict:
-    """The attack's numbers and privacy loss against releases of ``model`` through ``defense``."""
+    """The attack's numbers, privacy loss and its null interval against releases of ``model`` through ``defense``."""
     from .games.membership import play_membership
     from .games.tracing import play_tracing
 
@@ -161,15 +188,20 @@ def _attack(attack: str, model, data: Dataset, defense, *, adaptive: bool, s: di
                             trials=s["attack_trials"], defense=defense, adaptive=adaptive, seed=seed,
                             device=device, progress=False)
         n = r.record().numbers
-        return {**n, "privacy_loss": membership_loss(n["advantage"])}
+        secret, scores = r.secret, r.scores()
+        return {**n, "heldout_advantage": heldout_advantage(secret, scores, seed=seed),
+                "privacy_loss": membership_loss(secret, scores, seed=seed),
+                "privacy_loss_null": list(membership_null(secret, scores, seed=seed))}
     if attack == "tracing":
         r = play_tracing(data, model=model, clients=s["clients"], batch_size=s["tracing_batch"],
                          trials=s["attack_trials"], defense=defense, adaptive=adaptive, seed=seed,
                          device=device, progress=False)
         n = r.record().numbers
-        return {**n, "chance": 1 / s["clients"], "privacy_loss": tracing_loss(n["accuracy"], clients=s["clients"])}
+        return {**n, "chance": 1 / s["clients"], "privacy_loss": tracing_loss(n["accuracy"], clients=s["clients"]),
+                "privacy_loss_null": list(tracing_null(len(r.secret), clients=s["clients"]))}
     if attack == "reconstruction":
         from .attacks.run import run_reconstruction
+        from .metrics.image import ssim
 
         if data.modality != "image":
             raise ValueError(f"the reconstruction attack needs images; dataset {data.name!r} holds "
@@ -179,12 +211,52 @@ def _attack(attack: str, model, data: Dataset, defense, *, adaptive: bool, s: di
                       device=device, progress=False)
         runs = {"analytic": run_reconstruction(attack="analytic", **common),
                 "idlg": run_reconstruction(attack="idlg", iters=s["attack_iters"], adaptive=adaptive, **common)}
-        per = {name: torch.nan_to_num(r.scores.ssim.mean(1), nan=0.0).clamp(-1, 1) for name, r in runs.items()}
-        best = torch.stack(list(per.values())).max(0).values            # each trial: its best reconstruction
-        return {"ssim": float(best.mean()), "trials": T, "attack": "best of analytic, idlg",
-                **{f"ssim_{name}": float(v.mean()) for name, v in per.items()},
-                "privacy_loss": reconstruction_loss(best)}
+        x = runs["analytic"].x[:, 0].cpu()                                         # (T, C, H, W), the same in both
+        pick = torch.randint(len(data), (T, DECOYS), generator=torch.Generator().manual_seed(seed + 17))
+        decoys = data.x[pick]                                                      # (T, K, C, H, W)
+        own, dec = {}, {}
+        for name, r in runs.items():
+            xh = torch.nan_to_num(r.x_hat[:, 0].detach().cpu().float(), nan=0.0).clamp(0, 1)
+            own[name] = ssim(x, xh).clamp(0, 1)                                    # (T,)
+            dec[name] = ssim(decoys, xh[:, None].expand_as(decoys)).clamp(0, 1)    # (T, K)
+        best = torch.stack(list(own.values())).max(0).values        # each trial: its best reconstruction,
+        best_dec = torch.stack(list(dec.values())).max(0).values    # and the best of the same two on each decoy
+        return {"ssim": float(best.mean()), "ssim_decoys": float(best_dec.mean()), "decoys": DECOYS, "trials": T,
+                "attack": "best of analytic, idlg", **{f"ssim_{name}": float(v.mean()) for name, v in own.items()},
+                "privacy_loss": reconstruction_loss(best, best_dec),
+                "privacy_loss_null": list(reconstruction_null(best, best_dec, seed=seed))}
     raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+
+
+#: The neighbouring datasets of each attacked release, and the releases of the target they compose.
+_ATTACKED = {
+    "reconstruction": ("add/remove one record (the target alone in a batch of one, one release)", 1, "epsilon"),
+    "membership": ("replace one record (the target or another record in a batch, one release)", 1,
+                   "epsilon_replace"),
+    "tracing": ("replace one record in two clients' releases (the target moved from one client's batch "
+                "to another's)", 2, "epsilon_replace"),
+}
+
+
+def _epsilons(attack: str, defense, run, s: dict, train_size: int) -> dict:
+    """The training epsilon and the epsilon of the release the attack measured, each with what it assumes."""
+    if run.epsilon is None:
+        return {"epsilon_training": None, "epsilon_attacked": None}
+    delta = run.config["delta"]
+    shard = train_size // s["clients"]
+    steps = s["rounds"] * (s["local_steps"] if s["protocol"] == "fedavg" else 1)
+    relation, releases, which = _ATTACKED[attack]
+    p = defense.privacy(delta=delta, sample_rate=1.0, steps=releases, accountant=run.accountant)
+    return {
+        "epsilon_training": run.epsilon, "epsilon_training_accountant": run.accountant, "delta": delta,
+        "epsilon_training_neighbours": "add/remove one record of a client's shard",
+        "epsilon_training_sampling": (f"Poisson sampling at q = batch/shard = {s['batch_size']}/{shard} over "
+                                      f"{steps} steps, as the accountant assumes; the batches are of fixed size, "
+                                      "drawn without replacement (an approximation)"),
+        "epsilon_attacked": p[which], "epsilon_attacked_accountant": run.accountant,
+        "epsilon_attacked_neighbours": relation,
+        "epsilon_attacked_sampling": f"none: the target is in the release (q = 1, {releases} release(s))",
+    }
 
 
 def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, attacks: Sequence[str] = ATTACKS,
@@ -192,6 +264,9 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
                    device=None, progress: bool = True,
                    on_record: Callable[[Record], None] | None = None) -> list[Record]:
     """Run (or resume) the sweep; every record of the sweep, in order, read back from ``out``.
+
+    Records of other sweeps in the same file (other data, defenses, attacks or
+    settings) are kept in the file and left out of what is returned.
 
     ``on_record`` is called after each new record is written (a progress hook; an
     exception raised there stops the sweep, as a kill would, with every record
@@ -218,16 +293,25 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     if "reconstruction" in attacks and data.modality != "image":
         raise ValueError(f"the reconstruction attack needs images; dataset {data.name!r} holds "
                          f"{data.modality} records (use attacks membership,tracing)")
+    subset_seed = None
     if len(data) > s["records"]:
-        data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:s["records"]])
+        subset_seed = 0
+        data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(subset_seed))
+                           [:s["records"]])
+    from . import __version__
+
+    used = {"name": data.name, "records": len(data), "subset_seed": subset_seed,
+            "sha256": fingerprint(data.x, data.y)}                       # the data actually used, not its name
     path = Path(out) / RECORDS_FILE
     done = {r.key(): r for r in resume_records(path)}
     todo = [(seed, p) for seed in range(seeds) for p in points]
+    keys: list[str] = []
     bar = tqdm(total=len(todo) * len(attacks), desc="trade-off", progress=progress, leave=False)
     for seed, (family, key, value, defense) in todo:
-        base = {"dataset": data.name, "defense": defense.config(), "family": family, "strength_key": key,
-                "strength": value, "adaptive": adaptive, "settings": s}
+        base = {"dataset": data.name, "data": used, "leaklab": __version__, "defense": defense.config(),
+                "family": family, "strength_key": key, "strength": value, "adaptive": adaptive, "settings": s}
         recs = [Record(kind="tradeoff", config={**base, "attack": a}, seed=seed, numbers={}) for a in attacks]
+        keys += [r.key() for r in recs]
         missing = [(a, r) for a, r in zip(attacks, recs) if r.key() not in done]
         bar.update(len(attacks) - len(missing))
         if not missing:
@@ -238,12 +322,12 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
         run = train_federated(model, train, test=test, clients=s["clients"], rounds=s["rounds"],
                               protocol=s["protocol"], batch_size=s["batch_size"], local_steps=s["local_steps"],
                               lr=s["lr"], defense=defense, seed=seed, device=dev, progress=False)
-        utility = {"accuracy": run.accuracy, "epsilon": run.epsilon, "accountant": run.accountant,
-                   "delta": run.config["delta"] if run.epsilon is not None else None}
         for a, rec in missing:
             t1 = time.perf_counter()
             numbers = _attack(a, run.model, train, defense, adaptive=adaptive, s=s, seed=seed + 1000, device=dev)
-            rec.numbers = {**utility, "privacy_loss": numbers.pop("privacy_loss"),
+            rec.numbers = {"accuracy": run.accuracy, **_epsilons(a, defense, run, s, len(train)),
+                           "privacy_loss": numbers.pop("privacy_loss"),
+                           "privacy_loss_null": numbers.pop("privacy_loss_null"),
                            **{f"attack_{k}": v for k, v in numbers.items()}}
             rec.wall_time = time.perf_counter() - t1 + (t1 - t0 if a == missing[0][0] else 0.0)
             rec.device = str(dev)
@@ -253,16 +337,19 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
             if on_record is not None:
                 on_record(rec)
     bar.close()
-    return [r for r in resume_records(path)]
+    back = {r.key(): r for r in resume_records(path)}
+    return [back[k] for k in keys]
 
 
 def _curve_value(pl: np.ndarray, acc: np.ndarray, level: float) -> float:
-    """The best accuracy at privacy loss <= level, linear between the points of the curve (NaN if none)."""
-    order = np.argsort(pl, kind="stable")
-    pl, acc = pl[order], np.maximum.accumulate(acc[order])          # the best accuracy up to each loss
-    if level < pl[0]:
-        return math.nan
-    return float(np.interp(level, pl, acc))
+    """The best accuracy measured at privacy loss <= level (NaN if none): the curve read as a step function.
+
+    Not interpolated: between two measured points nothing is known of a setting that
+    would reach the level, and a line between them can promise more accuracy than
+    any point measured at that loss or below.
+    """
+    ok = pl <= level
+    return float(acc[ok].max()) if ok.any() else math.nan
 
 
 def _curves(records: Sequence[Record]) -> dict[tuple, list[tuple[float, float]]]:
@@ -284,9 +371,9 @@ def compare_at_equal_loss(records: Sequence[Record], *, levels: Sequence[float] 
                           level: float = 0.95) -> list[dict]:
     """For each attack, privacy-loss level and defense: the best accuracy (mean over seeds, with a CI).
 
-    Each seed's curve (its points sorted by privacy loss, the accuracy taken as the
-    best reached at that loss or below) is interpolated at the level; the interval
-    is Student's t over seeds (none with one seed). A defense whose weakest point
+    Each seed's curve is read at the level as a step function: the best accuracy
+    among its points whose privacy loss is at most the level (see
+    :func:`_curve_value`); the interval is Student's t over seeds (none with one seed). A defense whose weakest point
     already loses more than the level has no value there.
     """
     rows = []
@@ -322,7 +409,7 @@ def gap_at_equal_loss(records: Sequence[Record], family: str, *, levels: Sequenc
     """``family``'s best accuracy minus the best other defense's, at equal privacy loss, per seed.
 
     For each attack and privacy-loss level, each seed's curves are read as in
-    :func:`compare_at_equal_loss` (best accuracy at that loss or below, interpolated);
+    :func:`compare_at_equal_loss` (best accuracy measured at that loss or below);
     the seed's gap is ``family``'s value minus the largest value of the other families
     (those in ``exclude`` left out: no defense is not a defense). The row holds the mean
     gap over the seeds where both exist, Student's t interval, and which baseline was
@@ -353,8 +440,22 @@ def gap_at_equal_loss(records: Sequence[Record], family: str, *, levels: Sequenc
     return rows
 
 
+#: How the plot names each attack's epsilon (the attacked release's neighbouring relation).
+_EPS_NOTE = {"reconstruction": "add/remove, 1 release", "membership": "replace-one, 1 release",
+             "tracing": "replace-one, 2 releases"}
+
+
+def _eps_text(e) -> str:
+    return "ε=∞" if e == "inf" or (isinstance(e, float) and math.isinf(e)) else f"ε={e:.3g}"
+
+
 def plot_tradeoff(records: Sequence[Record]):
-    """Accuracy against privacy loss, one panel per attack, one curve per defense (mean ± sd over seeds)."""
+    """Accuracy against privacy loss, one panel per attack, one curve per defense (mean ± sd over seeds).
+
+    Each DP-SGD point is labelled with ``epsilon_attacked`` (mean over seeds): the
+    epsilon of the release its privacy loss was measured on (the target present,
+    q = 1), not the training's (``epsilon_training``, in the records).
+    """
     import matplotlib.pyplot as plt
 
     recs = [r for r in records if r.kind == "tradeoff"]
@@ -362,28 +463,30 @@ def plot_tradeoff(records: Sequence[Record]):
     fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(4.2 * max(1, len(attacks)), 3.6), squeeze=False)
     for ax, a in zip(axes[0], attacks):
         fams = sorted({r.config["family"] for r in recs if r.config["attack"] == a})
+        labelled = False
         for f in fams:
             pts = {}
             for r in recs:
                 if r.config["attack"] == a and r.config["family"] == f:
                     pts.setdefault(json_key(r.config["defense"]), []).append(
-                        (r.numbers["privacy_loss"], r.numbers["accuracy"], r.numbers.get("epsilon")))
+                        (r.numbers["privacy_loss"], r.numbers["accuracy"], r.numbers.get("epsilon_attacked")))
             xs = np.array([np.mean([p[0] for p in v]) for v in pts.values()])
             ys = np.array([np.mean([p[1] for p in v]) for v in pts.values()])
             ex = np.array([np.std([p[0] for p in v]) for v in pts.values()])
             ey = np.array([np.std([p[1] for p in v]) for v in pts.values()])
             order = np.argsort(xs)
             ax.errorbar(xs[order], ys[order], xerr=ex[order], yerr=ey[order], marker="o", ms=4, capsize=2, label=f)
-            if f == "dp":
-                for (k, v), x, y in zip(pts.items(), xs, ys):
-                    e = v[0][2]
-                    if e is not None:
-                        ax.annotate("ε=∞" if e == "inf" or (isinstance(e, float) and math.isinf(e)) else f"ε={e:.3g}",
-                                    (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for v, x, y in zip(pts.values(), xs, ys):
+                eps = [p[2] for p in v if p[2] is not None]
+                if not eps:
+                    continue
+                e = "inf" if any(isinstance(q, str) or math.isinf(q) for q in eps) else float(np.mean(eps))
+                ax.annotate(_eps_text(e), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                labelled = True
         ax.set_xlabel(f"privacy loss ({a})")
         ax.set_ylabel("test accuracy")
         ax.set_xlim(-0.03, 1.03)
-        ax.set_title(a)
+        ax.set_title(a if not labelled else f"{a}\nε of the attacked release ({_EPS_NOTE[a]})", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -5,7 +5,7 @@ import torch
 
 import leaklab
 from leaklab.profiles import PROFILES, get_profile
-from leaklab.results import Record, completed, read_records, write_records
+from leaklab.results import Record, completed, fingerprint, read_records, write_records
 from leaklab.runtime import get_device, make_generator, seed_everything
 
 
@@ -62,3 +62,14 @@ def test_seeding_repeats():
     assert torch.equal(torch.rand(2, generator=g1), torch.rand(2, generator=g2))
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything("5")
+
+
+def test_fingerprint_changes_with_any_value_shape_or_dtype():
+    x, y = torch.arange(12.0).reshape(4, 3), torch.tensor([0, 1, 0, 1])
+    assert fingerprint(x, y) == fingerprint(x.clone(), y.clone())
+    x2 = x.clone()
+    x2[3, 2] += 1e-3
+    assert len({fingerprint(x, y), fingerprint(x2, y), fingerprint(x.reshape(3, 4), y), fingerprint(x.double(), y),
+                fingerprint(x, y.flip(0)), fingerprint(y, x)}) == 6
+    with pytest.raises(TypeError, match="argument 1"):
+        fingerprint(x, [0, 1])

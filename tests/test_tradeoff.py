@@ -1,5 +1,6 @@
 """The trade-off sweep: resumable without losing, tearing or duplicating a record; privacy-loss scale; utility."""
 import json
+import math
 
 import pytest
 import torch
@@ -98,23 +99,174 @@ def test_dp_costs_accuracy_and_privacy_in_the_sweep(uninterrupted):
     # without noise (clipping only) a single record is read back exactly; with noise it is not
     assert by[("dp", 0.0, "reconstruction")]["privacy_loss"] > 0.9
     assert by[("dp", 2.0, "reconstruction")]["privacy_loss"] < 0.2
-    assert by[("dp", 2.0, "reconstruction")]["epsilon"] < by[("dp", 0.0, "reconstruction")]["epsilon"] \
-        if not isinstance(by[("dp", 0.0, "reconstruction")]["epsilon"], str) else True
-    assert by[("dp", 0.0, "reconstruction")]["epsilon"] == "inf"
-    assert by[("dp", 2.0, "membership")]["accountant"] == "rdp"
+    assert by[("dp", 0.0, "reconstruction")]["epsilon_training"] == "inf"
+    assert by[("dp", 0.0, "membership")]["epsilon_attacked"] == "inf"
+    assert by[("dp", 2.0, "membership")]["epsilon_training_accountant"] == "rdp"
 
 
-def test_compare_at_equal_loss_interpolates_best_accuracy():
+def test_sweep_records_the_training_and_the_attacked_epsilon(uninterrupted):
+    """The training epsilon (q = batch/shard over every local step) and the attacked release's (q = 1, the
+    target present: add/remove for reconstruction, replace-one for membership) are both kept, named."""
+    d = parse_defense("dp:clip=1,noise=2")
+    shard = int(SMALL["records"] * 0.7) // SMALL["clients"]
+    train = d.epsilon(delta=1e-5, sample_rate=16 / shard, steps=SMALL["rounds"] * 3)
+    one = d.privacy(delta=1e-5, sample_rate=1.0, steps=1)
+    by = {(r.config["strength"], r.config["attack"]): r.numbers for r in uninterrupted if r.config["family"] == "dp"}
+    rec, mem = by[(2.0, "reconstruction")], by[(2.0, "membership")]
+    for n in (rec, mem):
+        assert n["epsilon_training"] == pytest.approx(train, rel=1e-9)
+        assert "Poisson" in n["epsilon_training_sampling"] and "fixed size" in n["epsilon_training_sampling"]
+    assert rec["epsilon_attacked"] == pytest.approx(one["epsilon"], rel=1e-9)
+    assert mem["epsilon_attacked"] == pytest.approx(one["epsilon_replace"], rel=1e-9)
+    assert mem["epsilon_attacked"] > rec["epsilon_attacked"]          # replace-one moves the sum by 2 clip
+    assert "replace" in mem["epsilon_attacked_neighbours"] and "add/remove" in rec["epsilon_attacked_neighbours"]
+    assert rec["epsilon_attacked"] != pytest.approx(rec["epsilon_training"], rel=1e-3)
+    # what the membership advantage can reach under (epsilon, delta)-DP, on the attacked release
+    e = mem["epsilon_attacked"]
+    assert mem["attack_heldout_advantage"] <= (math.exp(e) - 1 + 2e-5) / (math.exp(e) + 1)
+
+
+def test_plot_labels_each_dp_point_with_the_attacked_epsilon(uninterrupted):
+    import matplotlib
+    matplotlib.use("Agg")
+    from leaklab.tradeoff import plot_tradeoff
+
+    fig = plot_tradeoff(uninterrupted)
+    panels = {ax.get_xlabel(): ax for ax in fig.axes}
+    for attack in ATTACKS:
+        n = next(r.numbers for r in uninterrupted if r.config["attack"] == attack and r.config["strength"] == 2.0)
+        texts = {t.get_text() for t in panels[f"privacy loss ({attack})"].texts}
+        assert f"ε={n['epsilon_attacked']:.3g}" in texts and f"ε={n['epsilon_training']:.3g}" not in texts
+        assert "attacked release" in panels[f"privacy loss ({attack})"].get_title()
+
+
+def test_null_release_scores_within_its_null_interval_for_every_attack(tmp_path):
+    """DP with noise 1e4: the releases carry nothing, and every attack's privacy loss lies in its 95% null
+    interval, an interval near 0 (the old scales gave the mean SSIM of unrelated images, about 0.08 here,
+    and the advantage maximised on the trials themselves)."""
+    from scipy import stats
+
+    settings = {**SMALL, "attack_trials": 64, "attack_iters": 10}
+    recs = sweep_tradeoff("digits", "dp:clip=1,noise=10000", attacks=("reconstruction", "membership", "tracing"),
+                          out=tmp_path, settings=settings, progress=False)
+    assert [r.config["attack"] for r in recs] == ["reconstruction", "membership", "tracing"]
+    for r in recs:
+        lo, hi = r.numbers["privacy_loss_null"]
+        assert 0.0 <= lo <= r.numbers["privacy_loss"] <= hi < 0.3, (r.config["attack"], r.numbers)
+    rec, mem, tra = (r.numbers for r in recs)
+    assert rec["attack_ssim"] > 0.03                  # unrelated digits share structure: the floor is real ...
+    assert rec["privacy_loss"] < rec["attack_ssim"]   # ... and subtracted
+    assert abs(mem["attack_heldout_advantage"]) <= hi
+    k = stats.binom.ppf(0.975, 64, 1 / 4)
+    assert tra["privacy_loss_null"][1] == pytest.approx((k / 64 - 1 / 4) / (3 / 4))
+    p = parse_defense("dp:clip=1,noise=10000").privacy(delta=1e-5, sample_rate=1.0, steps=2)
+    assert tra["epsilon_attacked"] == pytest.approx(p["epsilon_replace"], rel=1e-9)
+
+
+def test_sweep_membership_loss_reads_the_scores_not_the_adversary_threshold(tmp_path, monkeypatch):
+    """Shift every membership score by +100: the adversary's own threshold (0) then calls every trial a member
+    (accuracy = the share of members, advantage 0 at that threshold), but the scores rank members as well as
+    before: the privacy loss, a held-out threshold's advantage, must not move."""
+    import leaklab.games.membership as gm
+    from leaklab.metrics.privacy_loss import membership_loss as loss
+
+    original = gm.play_membership
+    seen = []
+
+    def shifted(*a, **kw):
+        r = original(*a, **kw)
+        r.round_scores = r.round_scores + 100.0
+        seen.append(r)
+        return r
+
+    monkeypatch.setattr(gm, "play_membership", shifted)
+    rec = sweep_tradeoff("digits", "none", attacks=("membership",), out=tmp_path,
+                         settings={**SMALL, "attack_trials": 64}, progress=False)[0]
+    r = seen[0]
+    assert abs(2 * rec.numbers["attack_accuracy"] - 1) < 0.3             # the shifted threshold guesses blindly
+    assert rec.numbers["privacy_loss"] == pytest.approx(loss(r.secret, r.scores() - 100.0, seed=1000))
+    assert rec.numbers["privacy_loss"] > 0.3                             # undefended, batch of 8: it leaks
+    assert rec.numbers["privacy_loss"] > rec.numbers["privacy_loss_null"][1]
+
+
+def test_heldout_advantage_has_no_floor_on_scores_that_carry_nothing():
+    """The advantage maximised over thresholds on the trials themselves is biased upwards; chosen on held-out
+    trials it is 0 on average, and the permutation null interval covers it."""
+    import numpy as np
+
+    from leaklab.metrics.classification import advantage
+    from leaklab.metrics.privacy_loss import heldout_advantage, membership_null
+
+    rng = np.random.default_rng(0)
+    same, held, inside = [], [], 0
+    for _ in range(40):
+        y, s = rng.integers(2, size=128), rng.normal(size=128)
+        same.append(advantage(y, s))
+        held.append(heldout_advantage(y, s, seed=1))
+        inside += membership_loss(y, s, seed=1) <= membership_null(y, s, permutations=200, seed=2)[1]
+    assert np.mean(same) > 0.08 and abs(np.mean(held)) < 0.03
+    assert inside >= 34                                   # 95% coverage, 40 draws
+    y = rng.integers(2, size=128)
+    assert membership_loss(y, y + 0.01 * rng.normal(size=128)) == 1.0    # perfectly separated: 1
+    with pytest.raises(ValueError, match="one value per trial"):
+        membership_loss(y, np.zeros(3))
+
+
+def test_compare_at_equal_loss_reads_the_curve_as_a_step_function():
+    """At a level between two measured points the best accuracy is that of the points at or below it:
+    a line to the next point would promise an accuracy measured nowhere at that loss."""
     recs = []
     for seed, shift in ((0, 0.0), (1, 0.1)):
         for pl, acc in ((0.0, 0.2), (0.5, 0.6), (1.0, 0.5)):
             recs.append(Record(kind="tradeoff", config={"attack": "membership", "family": "dp"}, seed=seed,
                                numbers={"privacy_loss": pl, "accuracy": acc + shift}))
-    rows = {r["privacy_loss"]: r for r in compare_at_equal_loss(recs, levels=(0.25, 0.75))}
-    assert rows[0.25]["accuracy"] == pytest.approx(0.45)      # halfway 0.2 -> 0.6, mean over shifts
+    rows = {r["privacy_loss"]: r for r in compare_at_equal_loss(recs, levels=(0.25, 0.5, 0.75))}
+    assert rows[0.25]["accuracy"] == pytest.approx(0.25)      # only the points at loss 0: 0.2 and 0.3
+    assert rows[0.5]["accuracy"] == pytest.approx(0.65)
     assert rows[0.75]["accuracy"] == pytest.approx(0.65)      # the best so far, not the dip to 0.5
     lo, hi = rows[0.25]["ci"]
-    assert lo < 0.45 < hi
+    assert lo < 0.25 < hi
+    for L, row in rows.items():                              # never above what was measured at that loss or below
+        assert row["accuracy"] <= max(r.numbers["accuracy"] for r in recs if r.numbers["privacy_loss"] <= L) + 1e-12
+
+
+def _custom(seed):
+    import numpy as np
+
+    from leaklab.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * rng.normal(size=300) > 0).astype(int)
+    return Dataset.from_arrays(x, y)                           # named "custom" both times
+
+
+def test_resume_key_holds_the_data_used_not_its_name(tmp_path):
+    a, b = _custom(0), _custom(1)
+    assert a.name == b.name == "custom" and len(a) == len(b)
+    settings = {**SMALL, "attack_trials": 16}
+    first = sweep_tradeoff(a, "sign", attacks=("membership",), out=tmp_path, settings=settings, progress=False)
+    written = []
+    second = sweep_tradeoff(b, "sign", attacks=("membership",), out=tmp_path, settings=settings, progress=False,
+                            on_record=written.append)
+    assert len(written) == 1                                   # measured, not read back from the other data
+    assert first[0].config["data"]["sha256"] != second[0].config["data"]["sha256"]
+    assert first[0].numbers != second[0].numbers
+    assert len(resume_records(tmp_path / RECORDS_FILE)) == 2
+    again = []
+    third = sweep_tradeoff(a, "sign", attacks=("membership",), out=tmp_path, settings=settings, progress=False,
+                           on_record=again.append)
+    assert again == [] and _strip(third) == _strip(first)      # the same data resumes
+
+
+def test_resume_key_holds_adaptive_through_the_sweep(tmp_path):
+    settings = {**SMALL, "attack_trials": 16}
+    static = sweep_tradeoff("digits", "sign", attacks=("membership",), out=tmp_path, settings=settings,
+                            progress=False)
+    written = []
+    adaptive = sweep_tradeoff("digits", "sign", attacks=("membership",), adaptive=True, out=tmp_path,
+                              settings=settings, progress=False, on_record=written.append)
+    assert len(written) == 1 and adaptive[0].config["adaptive"] is True and static[0].config["adaptive"] is False
 
 
 def test_expand_defenses():
@@ -130,13 +282,21 @@ def test_expand_defenses():
 def test_privacy_loss_scale():
     assert tracing_loss(1 / 8, clients=8) == 0.0 and tracing_loss(1.0, clients=8) == 1.0
     assert tracing_loss(0.0, clients=8) == 0.0                 # below chance is no leak, not negative
-    assert membership_loss(0.0) == 0.0 and membership_loss(1.0) == 1.0
+    secret = [0, 1] * 8
+    assert membership_loss(secret, secret) == 1.0 and membership_loss(secret, [1 - v for v in secret]) == 0.0
     assert reconstruction_loss([1.0, 1.0]) == 1.0 and reconstruction_loss([-0.5, 0.0]) == 0.0
-    assert privacy_loss("membership", {"advantage": 0.3}) == 0.3
+    assert reconstruction_loss([1.0, 1.0], [[0.3, 0.1], [0.2, 0.2]]) == 1.0        # exact copies: 1
+    assert reconstruction_loss([0.2, 0.2], [[0.3, 0.1], [0.2, 0.2]]) == 0.0        # no better than decoys: 0
+    assert reconstruction_loss([0.6, 0.6], [[0.2, 0.2], [0.2, 0.2]]) == pytest.approx(0.5)
+    assert privacy_loss("membership", {"secret": secret, "scores": secret}) == 1.0
+    with pytest.raises(ValueError, match="secret and scores"):
+        privacy_loss("membership", {"advantage": 0.3})
     with pytest.raises(ValueError):
-        membership_loss(1.5)
+        membership_loss([0, 1, 2, 1], [0.0, 1.0, 2.0, 3.0])
     with pytest.raises(ValueError):
         reconstruction_loss([float("nan")])
+    with pytest.raises(ValueError, match="shape"):
+        reconstruction_loss([0.5, 0.5], [[0.1, 0.1]])
     with pytest.raises(ValueError, match="clients"):
         privacy_loss("tracing", {"accuracy": 0.5})
 
@@ -270,11 +430,11 @@ def test_gap_at_equal_loss_is_paired_per_seed_against_the_best_baseline():
                  _rec("sign", seed, "membership", 0.2, 0.75),
                  _rec("none", seed, "membership", 0.05, 0.99)]      # not a defense: never the baseline
     rows = {r["privacy_loss"]: r for r in gap_at_equal_loss(recs, "spn", levels=(0.1, 0.3))}
-    # at 0.1 only dp is there: spn 0.80 vs dp 0.60; at 0.3: spn 0.85 vs sign 0.75 (dp: 0.65)
+    # at 0.1 only dp is there: spn 0.80 vs dp 0.60; at 0.3 (step curves): spn 0.80 vs sign 0.75 (dp: 0.60)
     assert rows[0.1]["gap"] == pytest.approx(0.20) and rows[0.1]["best_baseline"] == "dp"
-    assert rows[0.3]["gap"] == pytest.approx(0.10) and rows[0.3]["best_baseline"] == "sign"
+    assert rows[0.3]["gap"] == pytest.approx(0.05) and rows[0.3]["best_baseline"] == "sign"
     lo, hi = rows[0.3]["ci"]
-    assert lo < 0.10 < hi and rows[0.3]["seeds"] == 3
+    assert lo < 0.05 < hi and rows[0.3]["seeds"] == 3
     with pytest.raises(ValueError, match="no defense 'vib'"):
         gap_at_equal_loss(recs, "vib")
     below = gap_at_equal_loss(recs, "spn", levels=(0.05,))[0]      # spn's weakest point loses more

@@ -87,19 +87,32 @@ def cmd_tradeoff(args) -> int:
                     "adaptive": args.adaptive, "seeds": args.seeds, "records": len(records),
                     "points": [{"defense": r.config["defense"], "attack": r.config["attack"], "seed": r.seed,
                                 "accuracy": r.numbers["accuracy"], "privacy_loss": r.numbers["privacy_loss"],
-                                "epsilon": r.numbers.get("epsilon")} for r in records],
+                                "privacy_loss_null": r.numbers.get("privacy_loss_null"),
+                                "epsilon_training": r.numbers.get("epsilon_training"),
+                                "epsilon_attacked": r.numbers.get("epsilon_attacked")} for r in records],
                     "comparison": rows, **({"gap": {"defense": args.gap, "rows": gaps}} if gaps else {}),
                     "files": files})
         return 0
     print(f"trade-off on {info.name}: {len(records)} records, {args.seeds} seed(s), "
           f"{'adaptive' if args.adaptive else 'static'} adversary")
-    print(f"{'attack':<15} {'defense':<8} {'strength':>10} {'privacy loss':>12} {'accuracy':>8}  epsilon")
+    print("privacy loss: 0 when the release carries nothing, with its 95% null interval; epsilon (DP-SGD): of the "
+          "attacked release (target present, q = 1) and of the training (Poisson add/remove at q = batch/shard, "
+          "applied to fixed-size batches)")
+    print(f"{'attack':<15} {'defense':<8} {'strength':>10} {'privacy loss':>12} {'null 95%':>14} {'accuracy':>8}  "
+          "epsilon attacked / training")
+
+    def fmt(e):
+        return f"{e}" if isinstance(e, str) else f"{e:.3g}"
+
     for r in sorted(records, key=lambda r: (r.config["attack"], r.config["family"], r.numbers["privacy_loss"])):
-        eps = r.numbers.get("epsilon")
-        e = "" if eps is None else (f"{eps}" if isinstance(eps, str) else f"{eps:.3g} ({r.numbers['accountant']})")
+        n = r.numbers
+        e = "" if n.get("epsilon_attacked") is None else \
+            f"{fmt(n['epsilon_attacked'])} / {fmt(n['epsilon_training'])} ({n['epsilon_training_accountant']})"
+        null = n.get("privacy_loss_null")
+        null = "" if null is None else f"[{null[0]:.3f}, {null[1]:.3f}]"
         strength = "" if r.config["strength"] is None else f"{r.config['strength_key']}={r.config['strength']:g}"
-        print(f"{r.config['attack']:<15} {r.config['family']:<8} {strength:>10} {r.numbers['privacy_loss']:>12.3f} "
-              f"{r.numbers['accuracy']:>8.3f}  {e}  seed {r.seed}")
+        print(f"{r.config['attack']:<15} {r.config['family']:<8} {strength:>10} {n['privacy_loss']:>12.3f} "
+              f"{null:>14} {n['accuracy']:>8.3f}  {e}  seed {r.seed}")
     print("\nbest accuracy at equal privacy loss (95% CI across seeds):")
     for row in rows:
         if row["accuracy"] is None:
