@@ -151,7 +151,8 @@ def test_informed_score_matches_an_exact_log_likelihood_ratio_at_batch_size_k(k)
     aux, pool = data.split(0.5, seed=0)
     model = games.default_model(data, seed=0)
     game = games.make_game("attribute", data, attribute="sex")
-    kn = Knowledge(model=model, game=game, auxiliary=aux, batch_size=k, secret_names=game.secret_names(pool))
+    kn = Knowledge(model=model, game=game, auxiliary=aux, batch_size=k, secret_names=game.secret_names(pool),
+                   seed=0)
     adv = games.make_adversary("informed")
     adv.prepare(kn, seed=0)
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
