@@ -19,6 +19,11 @@ Three kinds of tools:
   rounds are ``(2 sqrt(R) / sigma)``-GDP, whatever the batch size
   (:func:`dpsgd_attribute_mu`, :func:`dpsgd_attribute_auroc_bound`).
 
+- **Fano's inequality** (Cover and Thomas, section 2.10): an adversary who learns
+  ``I`` nats about a uniform ``K``-valued secret errs with probability ``P_e`` satisfying
+  ``h(P_e) + P_e log(K - 1) >= log K - I`` (:func:`fano_error_bound`); and two
+  estimates of ``I`` from an attack's scores (:func:`gaussian_mi`, :func:`classifier_mi`).
+
 What the GDP ceilings bound: a test between the releases of two neighbouring
 datasets, here one fixed target whose attribute alone differs (the canary game,
 :class:`leaklab.games.canary.CanaryAttributeGame`, and :mod:`leaklab.audit`). They also
@@ -29,10 +34,6 @@ from ``P(z | a)``, so its other features ``phi(z)`` carry the secret before anyt
 released (on diabetes, ``phi`` alone reaches an AUROC of about 0.75 whatever the noise).
 In that game the ceiling speaks only of what the release adds for each fixed
 ``phi(z)``, not of the pooled AUROC of an adversary that knows ``phi(z)``.
-- **Fano's inequality** (Cover and Thomas, section 2.10): an adversary who learns
-  ``I`` nats about a uniform ``K``-valued secret errs with probability ``P_e`` satisfying
-  ``h(P_e) + P_e log(K - 1) >= log K - I`` (:func:`fano_error_bound`); and two
-  estimates of ``I`` from an attack's scores (:func:`gaussian_mi`, :func:`classifier_mi`).
 """
 from __future__ import annotations
 
