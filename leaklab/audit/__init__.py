@@ -9,12 +9,20 @@ Two estimators, both returning an :class:`AuditResult` with ``summary()``:
 - :func:`one_run_audit`: Steinke, Nasr and Jagielski's audit in one run, from the scores
   of ``m`` canaries each included with probability 1/2; :func:`one_run_epsilon` takes
   the counts (canaries, guesses, correct).
+
+Tight audits of DP-SGD (Nasr et al. 2023): :func:`audit_gradient` inserts a gradient
+canary into one release and :func:`gdp_fit` fits mu-GDP to its statistics;
+:func:`check_claim` refutes (or not) a ``dp:clip=C,noise=S`` claim against the mechanism run.
 """
 from .one_run import one_run_audit, one_run_epsilon, one_run_guesses, one_run_p_value
 from .result import AuditResult
+from .gdp import gdp_fit
+from .gradient import audit_gradient, gradient_canary
+from .claims import check_claim
 from .threshold import (clopper_pearson_upper, counts_at, empirical_epsilon, epsilon_bound,
                         epsilon_from_counts, select_threshold)
 
-__all__ = ["AuditResult", "clopper_pearson_upper", "counts_at", "empirical_epsilon", "epsilon_bound",
+__all__ = ["audit_gradient", "check_claim", "gdp_fit", "gradient_canary"]
+__all__ += ["AuditResult", "clopper_pearson_upper", "counts_at", "empirical_epsilon", "epsilon_bound",
            "epsilon_from_counts", "one_run_audit", "one_run_epsilon", "one_run_guesses",
            "one_run_p_value", "select_threshold"]

@@ -25,19 +25,25 @@ def register(sub) -> None:
                     "target, with the informed adversary, and turn its scores into a lower confidence "
                     "bound on epsilon (threshold test, threshold chosen on a held-out half, "
                     "Clopper-Pearson). For DP-SGD the accountant's epsilon for the same game is printed "
-                    "beside it.")
-    p.add_argument("--game", required=True, choices=("attribute",), help="the game audited (attribute)")
-    p.add_argument("--dataset", required=True, help="a tabular dataset with an attribute feature column")
+                    "beside it. With --canary gradient: a white-box audit of one DP-SGD release with a "
+                    "gradient canary (no --game), a mu-GDP fit beside the held-out bound, and --claim to "
+                    "check a DP claim against the mechanism run.")
+    p.add_argument("--game", choices=("attribute",), help="the game audited (attribute; not with --canary gradient)")
+    p.add_argument("--dataset", help="a tabular dataset with an attribute feature column (gradient canary: the "
+                                     "batch's records, default diabetes)")
     p.add_argument("--attribute", help="the sensitive attribute (default: the dataset's first with a column)")
-    p.add_argument("--canary", choices=("natural", "crafted", "random"), default="crafted",
+    p.add_argument("--canary", choices=("natural", "crafted", "random", "gradient"), default="crafted",
                    help="natural: the most exposed record of the data; crafted: optimised within the "
-                        "data's range (default); random: a random record")
+                        "data's range (default); random: a random record; gradient: a gradient inserted "
+                        "into one release before clipping (white-box DP-SGD audit)")
     p.add_argument("--trials", type=positive_int, default=1000, help="independent trials (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="records per release (default 8)")
     p.add_argument("--rounds", type=positive_int, default=1, help="observed rounds (default 1)")
     p.add_argument("--delta", type=_fraction, default=1e-5, help="delta of the audited claim (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    from .audit_gradient import add_gradient_arguments
+    add_gradient_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     add_defense_arguments(p)
@@ -50,6 +56,13 @@ def cmd_audit(args) -> int:
     from ..defenses import as_defense
     from ..runtime import get_device
 
+    if args.canary == "gradient":
+        from .audit_gradient import cmd_audit_gradient
+        return cmd_audit_gradient(args)
+    if args.game is None or args.dataset is None:
+        raise ValueError("audit needs --game and --dataset (or --canary gradient, which needs neither)")
+    if args.claim is not None:
+        raise ValueError("--claim needs --canary gradient (a claim is checked with a gradient canary)")
     if args.trials < 8:
         raise ValueError(f"--trials must be at least 8 (half of them choose the threshold), got {args.trials}")
     info = dataset_info(args.dataset)
