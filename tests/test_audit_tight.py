@@ -169,6 +169,17 @@ def test_check_claim_refutes_half_the_noise_and_keeps_the_correct_one(seed):
     assert "REFUTED" in bad.summary() and "not refuted" in good.summary()
 
 
+def test_check_claim_decides_on_the_lower_end_not_the_estimate():
+    """A correct claim: the point estimate exceeds the claimed epsilon in about half the seeds (it is unbiased),
+    yet the verdict follows the lower end only, so none of them is refuted."""
+    point_above = 0
+    for seed in range(6):
+        r = check_claim("dp:clip=1,noise=1", trials=400, seed=seed)
+        assert r.refuted == (r.audit.gdp.epsilon_lower > r.claimed_epsilon) and not r.refuted
+        point_above += r.audit.gdp.epsilon_point > r.claimed_epsilon
+    assert point_above >= 1
+
+
 def test_check_claim_refutes_skipped_clipping():
     """A mechanism that adds the claimed noise but skips clipping: the canary (4 C) goes through whole."""
     r = check_claim("dp:clip=1,noise=1", SkipsClipping(clip=1, noise=1), trials=1000, seed=0)
