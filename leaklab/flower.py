@@ -91,7 +91,7 @@ from .defenses import DPSGD, as_defense  # noqa: E402
 
 __all__ = ["SUPPORTED_FLWR", "FLWR_VERSION", "require_flwr", "to_params", "to_arrays", "ClientUpdate",
            "FlowerRelease", "RoundRecord", "SecureAggregate", "RecordingStrategy", "FedSGD", "client_app",
-           "DefenseMod", "batch_indices", "run_inline", "run_flower_simulation", "quiet_flower", "LEAKLAB_RECORD"]
+           "DefenseMod", "FlowerRun", "batch_indices", "split", "simulate", "run_inline", "run_flower_simulation", "quiet_flower", "LEAKLAB_RECORD"]
 
 Params = dict[str, torch.Tensor]
 
@@ -710,3 +710,118 @@ def run_flower_simulation(server_app: ServerApp, client_app: ClientApp, num_node
                 ray.shutdown()
         except ImportError:
             pass
+
+
+# -- a whole experiment: a federation of leaklab clients, recorded and attacked ------------------------
+
+@dataclass
+class FlowerRun:
+    """A recorded Flower federation of leaklab clients (what :func:`simulate` returns)."""
+
+    recorder: RecordingStrategy | None
+    model: nn.Module = field(repr=False)
+    partitions: list = field(repr=False)
+    config: dict
+    history: list = field(default_factory=list)       # (round, accuracy on the test data)
+    params: Params = field(default_factory=dict, repr=False)
+    wall_time: float = 0.0
+
+    def truth(self, update: ClientUpdate) -> tuple[torch.Tensor, torch.Tensor]:
+        """The records a client really trained on in a round (known to the experimenter, not the server)."""
+        part = int(update.config["partition-id"])
+        data = self.partitions[part]
+        b = int(update.config.get(KEY_BATCH, 1)) * (int(update.config.get(KEY_STEPS, 1))
+                                                     if update.kind == "parameters" else 1)
+        idx = batch_indices(len(data), b, seed=self.config["seed"], partition=part, server_round=update.round)
+        return data.x[idx], data.y[idx]
+
+    def attack(self, attack: str = "analytic", **options) -> list[dict]:
+        """Every recorded update attacked: one dict per client and round with PSNR, SSIM and the labels found."""
+        from .metrics import score_images
+
+        if self.recorder is None:
+            raise ValueError("this run was not recorded (record=False): there is nothing to attack")
+        shape = tuple(self.partitions[0].input_shape)
+        out = []
+        for u in self.recorder.updates():
+            rel = u.release(self.model)
+            x, y = self.truth(u)
+            rec = rel.reconstruct(input_shape=shape, attack=attack, batch_size=len(x), **options)
+            s = score_images(x[None], rec.x.reshape(1, len(x), *shape).detach().cpu())
+            y_hat = None if rec.y is None else [int(v) for v in rec.y.reshape(-1)]
+            out.append({"round": u.round, "node": u.node_id, "client": int(u.config["partition-id"]),
+                        "psnr": [float(v) for v in s.psnr[0]], "ssim": [float(v) for v in s.ssim[0]],
+                        "labels": [int(v) for v in y], "labels_found": y_hat, "exact_release": rel.exact,
+                        "epsilon": u.config.get("epsilon")})
+        return out
+
+
+def split(data: Dataset, clients: int, per_client: int, *, seed: int = 0) -> list[Dataset]:
+    """``clients`` disjoint random partitions of ``per_client`` records of ``data``."""
+    check_positive_int("clients", clients)
+    check_positive_int("per_client", per_client)
+    if clients * per_client > len(data):
+        raise ValueError(f"data holds {len(data)} records, fewer than clients * per_client = "
+                         f"{clients} * {per_client}")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return [data.subset(perm[i * per_client:(i + 1) * per_client]) for i in range(clients)]
+
+
+def simulate(model: nn.Module, partitions: Sequence[Dataset], *, rounds: int = 3, protocol: str = "fedsgd",
+             lr: float = 0.1, local_steps: int = 1, batch_size: int = 1, defense=None, delta: float = 1e-5,
+             secure: bool = False, record: bool = True, test: Dataset | None = None, seed: int = 0,
+             backend: str = "inline") -> FlowerRun:
+    """Run a Flower federation of leaklab clients (one per partition), recorded by :class:`RecordingStrategy`.
+
+    The server runs :class:`FedSGD` (``protocol="fedsgd"``) or Flower's ``FedAvg`` for
+    ``rounds`` rounds over every client; ``defense`` goes on each client through a
+    :class:`DefenseMod`. ``backend`` is ``"inline"`` (:func:`run_inline`) or ``"ray"``
+    (:func:`run_flower_simulation`). With ``test``, the global model's accuracy on it after
+    every round is in ``history``. ``model`` is not changed; the final parameters are in
+    ``params``.
+    """
+    import time
+
+    from .fl import accuracy
+
+    check_choice("backend", backend, ("inline", "ray"))
+    check_choice("protocol", protocol, ("fedsgd", "fedavg"))
+    check_positive_int("rounds", rounds)
+    n = len(partitions)
+    t0 = time.perf_counter()
+    defense = as_defense(defense)
+    mods = [] if defense.name == "none" else [DefenseMod(defense, delta=delta)]
+    app = client_app(model, partitions, protocol=protocol, lr=lr, local_steps=local_steps, batch_size=batch_size,
+                     seed=seed, mods=mods)
+    common = dict(fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n, min_evaluate_nodes=0)
+    with quiet_flower(logging.ERROR):
+        inner = FedSGD(lr=lr, **common) if protocol == "fedsgd" else FedAvg(**common)
+    strategy = RecordingStrategy(inner, model=model, secure=secure) if record else inner
+    history, final = [], {}
+    evaluator = copy.deepcopy(model)
+
+    def evaluate(server_round: int, arrays: ArrayRecord):
+        if test is None or server_round == 0:
+            return None
+        acc = accuracy(_load(evaluator, to_params(evaluator, arrays)), test)
+        history.append((server_round, acc))
+        return MetricRecord({"accuracy": acc})
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = ConfigRecord({KEY_LR: float(lr), KEY_STEPS: int(local_steps), KEY_BATCH: int(batch_size)})
+        res = strategy.start(grid=grid, initial_arrays=to_arrays(model), num_rounds=rounds, train_config=cfg,
+                             evaluate_fn=evaluate)
+        final.update(to_params(model, res.arrays))
+
+    if backend == "inline":
+        run_inline(server, app, n)
+    else:
+        run_flower_simulation(server, app, n)
+    config = {"clients": n, "rounds": rounds, "protocol": protocol, "lr": lr, "local_steps": local_steps,
+              "batch_size": batch_size, "defense": defense.config(), "delta": delta, "secure": secure,
+              "seed": seed, "backend": backend, "flwr": FLWR_VERSION}
+    return FlowerRun(recorder=strategy if record else None, model=model, partitions=list(partitions),
+                     config=config, history=history, params=final, wall_time=time.perf_counter() - t0)
