@@ -743,7 +743,8 @@ class FlowerRun:
             raise ValueError("this run was not recorded (record=False): there is nothing to attack")
         shape = tuple(self.partitions[0].input_shape)
         out = []
-        for u in self.recorder.updates():
+        updates = sorted(self.recorder.updates(), key=lambda u: (u.round, int(u.config["partition-id"])))
+        for u in updates:
             rel = u.release(self.model)
             x, y = self.truth(u)
             rec = rel.reconstruct(input_shape=shape, attack=attack, batch_size=len(x), **options)
