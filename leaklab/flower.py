@@ -34,6 +34,7 @@ import copy
 import logging
 import math
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -313,6 +314,8 @@ class RecordingStrategy(Strategy):
         self.model = model
         self.secure = bool(secure)
         self.rounds: dict[int, RoundRecord] = {}
+        #: wall time spent recording (reading and converting the messages), the wrapped strategy's excluded
+        self.recording_seconds = 0.0
         self._sent_config: dict[int, dict[int, dict]] = {}
 
     def __repr__(self) -> str:
@@ -322,6 +325,7 @@ class RecordingStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        t0 = time.perf_counter()
         self.rounds[server_round] = RoundRecord(round=server_round, sent=to_params(self.model, arrays),
                                                 config=_config_dict(config), secure=self.secure)
         per_node = {}
@@ -331,16 +335,21 @@ class RecordingStrategy(Strategy):
                 cfg.update(_config_dict(rec))
             per_node[m.metadata.dst_node_id] = cfg
         self._sent_config[server_round] = per_node
+        self.recording_seconds += time.perf_counter() - t0
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)                 # materialised once: the wrapped strategy reads the same list
+        t0 = time.perf_counter()
         rec = self.rounds.get(server_round)
         if rec is not None:
             self._record(rec, replies)
+        t1 = time.perf_counter()
         agg_arrays, agg_metrics = self.strategy.aggregate_train(server_round, replies)
+        t2 = time.perf_counter()
         if rec is not None and agg_arrays is not None:
             rec.aggregate = to_params(self.model, agg_arrays)
+        self.recording_seconds += (t1 - t0) + (time.perf_counter() - t2)
         return agg_arrays, agg_metrics
 
     def _record(self, rec: RoundRecord, replies: list[Message]) -> None:
@@ -674,7 +683,7 @@ def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int, *,
 
     check_positive_int("num_nodes", num_nodes)
     node_config = node_config or (lambda i: {"partition-id": i, "num-partitions": num_nodes})
-    run = Run.create_empty(run_id=int(torch.randint(1, 2**62, (1,)).item()))
+    run = Run.create_empty(run_id=int.from_bytes(os.urandom(7), "big") + 1)
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
     try:
@@ -779,9 +788,10 @@ def simulate(model: nn.Module, partitions: Sequence[Dataset], *, rounds: int = 3
     :class:`DefenseMod`. ``backend`` is ``"inline"`` (:func:`run_inline`) or ``"ray"``
     (:func:`run_flower_simulation`). With ``test``, the global model's accuracy on it after
     every round is in ``history``. ``model`` is not changed; the final parameters are in
-    ``params``.
+    ``params``. Flower's sampling of the clients draws from Python's ``random``, seeded with
+    ``seed`` for the run (and restored afterwards), so that the same seed gives the same run.
     """
-    import time
+    import random
 
     from .fl import accuracy
 
@@ -817,10 +827,15 @@ def simulate(model: nn.Module, partitions: Sequence[Dataset], *, rounds: int = 3
                              evaluate_fn=evaluate)
         final.update(to_params(model, res.arrays))
 
-    if backend == "inline":
-        run_inline(server, app, n)
-    else:
-        run_flower_simulation(server, app, n)
+    state = random.getstate()          # Flower samples the clients (and orders their replies) with `random`
+    random.seed(seed)
+    try:
+        if backend == "inline":
+            run_inline(server, app, n)
+        else:
+            run_flower_simulation(server, app, n)
+    finally:
+        random.setstate(state)
     config = {"clients": n, "rounds": rounds, "protocol": protocol, "lr": lr, "local_steps": local_steps,
               "batch_size": batch_size, "defense": defense.config(), "delta": delta, "secure": secure,
               "seed": seed, "backend": backend, "flwr": FLWR_VERSION}
