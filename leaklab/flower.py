@@ -668,14 +668,14 @@ class _InlineGrid(Grid):
 
 
 def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int, *,
-               node_config: Callable[[int], dict] | None = None, verbose: bool = False) -> None:
+               node_config: Callable[[int], dict] | None = None, verbose: bool = False) -> dict[int, dict]:
     """Run ``server_app`` against ``num_nodes`` copies of ``client_app``, every call in this process, in order.
 
     The same apps as :func:`run_flower_simulation` runs, without Ray: node ``i`` gets
     ``node_config(i)`` (default ``{"partition-id": i, "num-partitions": num_nodes}``) and
     keeps its own ``Context.state`` across rounds; each message's content is copied on
     delivery, as transport would. Deterministic, and quick to start. Flower's log shows
-    warnings only unless ``verbose``.
+    warnings only unless ``verbose``. Returns each node's id with its ``node_config``.
     """
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.run import Run
@@ -691,6 +691,7 @@ def run_inline(server_app: ServerApp, client_app: ClientApp, num_nodes: int, *,
         ctx = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
         with quiet_flower(logging.INFO if verbose else logging.WARNING):
             server_app(grid, ctx)
+        return {nid: dict(c.node_config) for nid, c in grid._contexts.items()}
     finally:
         TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
