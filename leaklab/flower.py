@@ -90,7 +90,7 @@ from ._checks import check_choice, check_positive_int  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .defenses import DPSGD, as_defense  # noqa: E402
 
-__all__ = ["SUPPORTED_FLWR", "FLWR_VERSION", "require_flwr", "to_params", "to_arrays", "ClientUpdate",
+__all__ = ["SUPPORTED_FLWR", "FLWR_VERSION", "require_flwr", "to_params", "to_arrays", "LazyParams", "ClientUpdate",
            "FlowerRelease", "RoundRecord", "SecureAggregate", "RecordingStrategy", "FedSGD", "client_app",
            "DefenseMod", "FlowerRun", "batch_indices", "split", "simulate", "run_inline", "run_flower_simulation", "quiet_flower", "LEAKLAB_RECORD"]
 
@@ -152,6 +152,37 @@ def to_arrays(params) -> ArrayRecord:
     if isinstance(params, nn.Module):
         params = dict(params.named_parameters())
     return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in params.items()})
+
+
+class LazyParams(Mapping):
+    """A parameter dict read from an ``ArrayRecord`` on first use (:func:`to_params`), a snapshot of it.
+
+    Recording keeps the record's arrays (immutable serialised bytes) and converts them
+    only when an update is looked at, so that recording a round costs next to nothing.
+    """
+
+    def __init__(self, model: nn.Module, arrays: ArrayRecord):
+        self._model = model
+        self._arrays = ArrayRecord(dict(arrays.items()))     # the Arrays as they are now
+        self._params: Params | None = None
+
+    def _get(self) -> Params:
+        if self._params is None:
+            self._params = to_params(self._model, self._arrays)
+            self._arrays = None
+        return self._params
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return f"LazyParams({list(self)})"
 
 
 def _load(model: nn.Module, params: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -326,7 +357,7 @@ class RecordingStrategy(Strategy):
                         grid: Grid) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
         t0 = time.perf_counter()
-        self.rounds[server_round] = RoundRecord(round=server_round, sent=to_params(self.model, arrays),
+        self.rounds[server_round] = RoundRecord(round=server_round, sent=LazyParams(self.model, arrays),
                                                 config=_config_dict(config), secure=self.secure)
         per_node = {}
         for m in messages:
@@ -348,7 +379,7 @@ class RecordingStrategy(Strategy):
         agg_arrays, agg_metrics = self.strategy.aggregate_train(server_round, replies)
         t2 = time.perf_counter()
         if rec is not None and agg_arrays is not None:
-            rec.aggregate = to_params(self.model, agg_arrays)
+            rec.aggregate = LazyParams(self.model, agg_arrays)
         self.recording_seconds += (t1 - t0) + (time.perf_counter() - t2)
         return agg_arrays, agg_metrics
 
@@ -371,7 +402,7 @@ class RecordingStrategy(Strategy):
             kind = "gradient" if cfg.get("release") == "gradient" else "parameters"
             n = metrics.get(weight_key, cfg.get(KEY_BATCH, 0))
             updates.append(ClientUpdate(round=rec.round, node_id=node, sent=rec.sent,
-                                        returned=to_params(self.model, arrays), num_examples=int(n),
+                                        returned=LazyParams(self.model, arrays), num_examples=int(n),
                                         config=cfg, kind=kind))
         if self.secure:
             view = RoundRecord(round=rec.round, sent=rec.sent, updates=updates).secure_view()
