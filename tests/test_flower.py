@@ -201,6 +201,7 @@ def test_defense_mod_on_a_plain_flower_client(lf, setup):
     assert not all(torch.allclose(bare[k], torch.ones_like(bare[k]), atol=1e-3) for k in bare)
     refused = run([lf.DefenseMod("dp:clip=1,noise=1")])
     assert refused.rounds[1].updates == []              # an error reply: dp cannot be applied after the fact
+    assert "clips each record" in refused.rounds[1].errors[0][1]
 
 
 def test_ray_simulation_records_what_the_inline_run_records(lf, fedavg):

@@ -126,6 +126,8 @@ class RoundRecord:
     updates: list[ClientUpdate] = field(default_factory=list)
     aggregate: Params | None = field(default=None, repr=False)
     secure: bool = False
+    #: (node id, reason) of every reply that was an error
+    errors: list = field(default_factory=list)
 
     def secure_view(self) -> SecureAggregate:
         """The sum of the clients' releases: all that secure aggregation shows the server."""
@@ -208,7 +210,10 @@ class RecordingStrategy(Strategy):
         sent_cfg = self._sent_config.pop(rec.round, {})
         updates = []
         for msg in replies:
-            if msg.has_error() or len(msg.content.array_records) != 1:
+            if msg.has_error():
+                rec.errors.append((int(msg.metadata.src_node_id), str(msg.error.reason)))
+                continue
+            if len(msg.content.array_records) != 1:
                 continue
             node = int(msg.metadata.src_node_id)
             arrays = next(iter(msg.content.array_records.values()))

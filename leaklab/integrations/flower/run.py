@@ -245,6 +245,10 @@ def simulate(model: nn.Module, partitions: Sequence[Dataset], *, rounds: int = 3
         cfg = ConfigRecord({KEY_LR: float(lr), KEY_STEPS: int(local_steps), KEY_BATCH: int(batch_size)})
         res = strategy.start(grid=grid, initial_arrays=to_arrays(model), num_rounds=rounds, train_config=cfg,
                              evaluate_fn=evaluate)
+        if len(res.arrays) == 0:
+            errs = [e for r in getattr(strategy, "rounds", {}).values() for e in r.errors]
+            why = f": node {errs[0][0]} replied {errs[0][1]!r}" if errs else ""
+            raise ValueError(f"no round of the federation was aggregated (every client failed){why}")
         final.update(to_params(model, res.arrays))
 
     state = random.getstate()          # Flower samples the clients (and orders their replies) with `random`
