@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import types
 
 import pytest
@@ -221,24 +222,29 @@ def test_ray_simulation_records_what_the_inline_run_records(lf, fedavg):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "RAY_TMPDIR": ray_tmp}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
+    out_f, err_f = (tempfile.TemporaryFile(mode="w+") for _ in range(2))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=out_f, stderr=err_f, text=True, env=env,
+                            start_new_session=True)
+    start, dead_node = time.monotonic(), False
     try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)            # the run and every Ray process it started
-        stdout, stderr = proc.communicate()
-        stderr += _ray_logs(ray_tmp)                   # a raylet that died at start leaves the driver waiting
-        if not any(s in stderr for s in _RAY_START_FAILURES):
-            pytest.fail(f"the Ray simulation did not finish in 240 s: {stderr[-2000:]}")
+        while proc.poll() is None:                     # a raylet that died at start leaves the driver waiting:
+            time.sleep(2)                              # watch its logs instead of waiting for the time-out
+            dead_node = any(s in _ray_logs(ray_tmp) for s in _RAY_START_FAILURES)
+            if dead_node or time.monotonic() - start > 240:
+                break
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)        # nothing of Ray outlives the test
+            os.killpg(proc.pid, signal.SIGKILL)        # the run and every Ray process it started
         except ProcessLookupError:
             pass
+        proc.wait()
+        out_f.seek(0), err_f.seek(0)
+        stdout, stderr = out_f.read(), err_f.read()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    if proc.returncode != 0 and any(s in stderr for s in _RAY_START_FAILURES):
+    if dead_node or (proc.returncode != 0 and any(s in stderr for s in _RAY_START_FAILURES)):
         pytest.skip("Ray could not start its node on this machine (overloaded); the simulation engine was not run")
+    if proc.returncode < 0:                            # killed by us: it neither finished nor failed to start
+        pytest.fail(f"the Ray simulation did not finish in 240 s: {stderr[-2000:]}")
     assert proc.returncode == 0, stderr[-2000:]
     got = json.loads(stdout.strip().splitlines()[-1])
     assert got["updates"] == 4 and not got["ray_up"] and got["psnr"] > 60
