@@ -322,3 +322,13 @@ def test_cli_demo_errors_are_one_line(lf, capsys, monkeypatch):
     code, out = _demo(capsys)
     assert code == 2 and out.err.startswith("leaklab: error: leaklab.flower needs Flower")
     assert out.err.count("\n") == 1
+
+
+def test_cli_demo_idlg_finds_every_label(lf, capsys):
+    code, out = _demo(capsys, "--attack", "idlg", "--rounds", "1", "--iters", "10")
+    assert code == 0, out.err
+    got = json.loads(out.out)
+    assert got["attack"] == "idlg" and got["records_attacked"] == 2
+    for r in got["results"]:                             # iDLG reads a lone record's label off the last layer
+        assert r["labels_found"] == r["labels"]
+        assert 0 < r["psnr"][0] < 200 and -1 <= r["ssim"][0] <= 1
