@@ -24,7 +24,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[book,dev]"
+	$(PY) -m pip install --quiet -e ".[book,dev,flower]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (leaklab)" >/dev/null
 	touch $(STAMP)
 

@@ -16,7 +16,7 @@ from ..data.download import DownloadError
 __all__ = ["main", "UsageError", "build_parser"]
 
 #: Modules of leaklab.cli that provide subcommands, in the order --help lists them.
-COMMAND_MODULES = ["data", "linear", "reconstruct", "game", "defenses", "tradeoff", "audit"]
+COMMAND_MODULES = ["data", "linear", "reconstruct", "game", "defenses", "tradeoff", "audit", "flower"]
 
 
 class UsageError(Exception):
