@@ -254,8 +254,6 @@ def trap_weights(model: nn.Module, aux: torch.Tensor, *, rate: float, seed: int 
     linear layer on the flattened input qualifies (e.g. ``mlp``): in a convolution every
     weight sums over positions, so no row of its gradient is a copy of a record.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-        raise ValueError(f"rate must be a number in (0, 1), got {rate!r}")
     aux = _aux("aux", aux)
     try:
         name, layer = first_linear_layer(model, tuple(aux.shape[1:]))
@@ -263,6 +261,8 @@ def trap_weights(model: nn.Module, aux: torch.Tensor, *, rate: float, seed: int 
         raise ValueError(f"trap weights need a model whose first layer is fully connected on the input, "
                          f"e.g. 'mlp' ({exc}); for a convolutional model put an imprint block in front "
                          f"(imprint_model)") from None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise ValueError(f"rate must be a number in (0, 1), got {rate!r}")
     gen = _generator(seed)
     w = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64) / math.sqrt(layer.in_features)
     pre = aux.flatten(1).double().cpu() @ w.T                    # (M, K)
@@ -305,7 +305,7 @@ def _own_rows(model: nn.Module, params: dict, bias_key: str, x: torch.Tensor, nu
 
 def read_rows(model: nn.Module, params: dict, weight_grad: torch.Tensor, bias_grad: torch.Tensor, *,
               weight_key: str, bias_key: str, input_shape, num_classes: int, count: int, scale: float,
-              differences: bool, tol: float = 1e-3, floor: float = 1e-6):
+              differences: bool, tol: float = 1e-5, floor: float = 1e-6):
     """Records read off the rows of one release, certified by their own gradient; one problem.
 
     ``weight_grad (K, N)`` and ``bias_grad (K,)`` are the release of the layer
@@ -349,36 +349,40 @@ def read_rows(model: nn.Module, params: dict, weight_grad: torch.Tensor, bias_gr
     pred = scale * own[torch.arange(live.numel(), device=live.device), :, live]   # (n, C): each candidate's own row
     # the float32 rounding of the released rows themselves: about eps * (|row k| + |row k+1|)
     rows = gb[order] if differences else gb
-    rounding = 1e-5 * (rows.abs() + (F.pad(rows[1:], (0, 1)).abs() if differences else 0))
-    err = (pred - db[live, None]).abs() / (db[live, None].abs() + rounding[live, None] / tol)
+    rounding = 2e-6 * (rows.abs() + (F.pad(rows[1:], (0, 1)).abs() if differences else 0))
+    err = ((pred - db[live, None]).abs() - rounding[live, None]).clamp_min(0) / db[live, None].abs()
     best, label = err.min(1)
     ok = best < tol
-    rank = torch.argsort(db[live].abs(), descending=True)
-    picks, kept = [], []
-    for i in [int(i) for i in rank if ok[i]] + [int(i) for i in rank if not ok[i]]:
-        v = cand[i]
-        if ok[i] and any(float((v - cand[j]).norm()) <= 1e-4 * float(v.norm()) for j in kept):
-            continue                                              # the same record alone in another row
-        picks.append(i)
-        if ok[i]:
-            kept.append(i)
-        if len(picks) == count:
-            break
+    rank = [int(i) for i in torch.argsort(db[live].abs(), descending=True)]
+    kept: list[int] = []
+    for i in (i for i in rank if ok[i]):
+        if not any(float((cand[i] - cand[j]).norm()) <= 1e-4 * float(cand[i].norm()) for j in kept):
+            kept.append(i)                                        # the same record alone in two rows counts once
+    # an uncertified bin mixes records with errors of either sign: a mixture far outside the range of the
+    # records found is an extrapolation, not a guess of any record, and is left out
+    mixed = [i for i in rank if not ok[i]]
+    if kept:
+        found = cand[kept]
+        lo, hi = float(found.min()), float(found.max())
+        pad = 0.05 * (hi - lo)
+        mixed = [i for i in mixed if float(cand[i].min()) >= lo - pad and float(cand[i].max()) <= hi + pad]
+    picks = (kept + mixed)[:count]
     for slot, i in enumerate(picks):
         x[slot] = cand[i].to(dtype).reshape(shape)
         exact[slot] = bool(ok[i])
         labels[slot] = int(label[i]) if ok[i] else -1
-    # a bin that mixes records holds two or more of them: its mixture is the best guess for each
-    mixed = [i for i in picks if not ok[i]]
+    # a bin that mixes records holds two or more of them: its mixture is the best guess for each;
+    # without any, the mean of the records found
     for slot in range(len(picks), count):
-        if not mixed:
-            break
-        x[slot] = cand[mixed[(slot - len(picks)) % len(mixed)]].to(dtype).reshape(shape)
+        if mixed:
+            x[slot] = cand[mixed[(slot - len(picks)) % len(mixed)]].to(dtype).reshape(shape)
+        elif kept:
+            x[slot] = cand[kept].mean(0).to(dtype).reshape(shape)
     return x, exact, labels
 
 
 def _scale_tol(options: dict, batch_size: int) -> tuple[float, float]:
-    scale, tol = options.pop("scale", None), options.pop("tol", 1e-3)
+    scale, tol = options.pop("scale", None), options.pop("tol", 1e-5)
     if options:
         raise TypeError(f"this attack takes no options but scale and tol, got: {', '.join(sorted(options))}")
     scale = 1.0 / batch_size if scale is None else scale

@@ -109,9 +109,12 @@ def run_imprint(*, attack: str = "imprint", model: str = "mlp", dataset: str | D
 
     Returns a :class:`~leaklab.attacks.ReconstructionRun` with one problem per read
     release (``trials`` under secure aggregation or with one client, else
-    ``trials * clients``), each holding the records behind it; ``extra`` holds the
-    share of records alone in a bin (from the statistic, not the gradient), the share
-    expected, the share certified and :func:`reads_through`'s verdict.
+    ``trials * clients``), each holding the records behind it. ``scores`` match slots to
+    records one to one, as for every attack; ``extra["recovered"]`` marks the records that
+    some slot reproduces at 30 dB or more (``extra["nearest_mse"]``: that slot's MSE),
+    ``extra["alone"]`` those alone in a bin (from the statistic, not the gradient), and
+    ``extra`` also holds their shares, the share expected for equal bins, the share
+    certified by the attack and :func:`reads_through`'s verdict.
     """
     from ..defenses import as_defense
     from ..fl import fedavg_update
@@ -169,13 +172,20 @@ def run_imprint(*, attack: str = "imprint", model: str = "mlp", dataset: str | D
     else:
         read_params, slots = per_client, batch_size
     if tol is None:
-        tol = 1e-3 if protocol == "fedsgd" or local_steps == 1 else 0.05
+        tol = 1e-5 if protocol == "fedsgd" or local_steps == 1 else 0.05
     start = time.perf_counter()
     result = get_attack(attack)(net, read_params, grads, input_shape=ds.input_shape, num_classes=ds.num_classes,
                                 batch_size=slots, device=dev, seed=seed, progress=progress, scale=scale, tol=tol)
     seconds = time.perf_counter() - start
     scores = score_images(xs, result.x.to(dev))
-    extra = {"certified_share": float(result.info["recovered"].sum()) / xs.shape[0] / slots}
+    # a record is recovered when some slot reproduces it at 30 dB or more (whatever the one-to-one matching
+    # of the scores does with the slots that hold mixtures)
+    err = torch.cdist(xs.flatten(2).double(), result.x.to(dev).clamp(0, 1).flatten(2).double()) ** 2
+    nearest = err.min(-1).values / xs[0, 0].numel()                         # (P, slots): the best slot's MSE
+    recovered = (10 * torch.log10(1.0 / nearest.clamp_min(1e-30)) >= 30.0).cpu()
+    extra = {"certified_share": float(result.info["recovered"].sum()) / xs.shape[0] / slots,
+             "recovered": recovered, "recovered_share": float(recovered.float().mean()),
+             "nearest_mse": nearest.cpu()}
     if attack == "imprint":
         blocks = [find_imprint(n)[1] for n in nets]
         per_trial = xs.reshape(trials, -1, *ds.input_shape)
