@@ -9,7 +9,9 @@ analytic attack reads exactly.
 
 The imprint block (our own construction after Fowl et al.). It has ``K`` units
 
-.. math::  h_k(x) = \mathrm{ReLU}(m^\top x - c_k), \qquad c_1 < c_2 < \dots < c_K,
+.. math::
+
+   h_k(x) = \mathrm{ReLU}(m^\top x - c_k), \qquad c_1 < c_2 < \dots < c_K,
 
 every row measuring the same statistic ``s = m^T x`` of the flattened input (the mean
 brightness, ``m = 1/N``, or a random projection) against a ladder of thresholds: the
@@ -20,8 +22,10 @@ units, so the rest of the model sees its usual input, barely moved. For a record
 the error ``dL/dh_k = u^T dL/dy_j =: delta_j`` is then the same in every unit it
 activates, and the released mean-loss gradient of row ``k`` is
 
-.. math::  \frac{\partial L}{\partial W_k} = \tfrac1B \sum_{j:\, s_j > c_k} \delta_j x_j, \qquad
-           \frac{\partial L}{\partial b_k} = \tfrac1B \sum_{j:\, s_j > c_k} \delta_j .
+.. math::
+
+   \frac{\partial L}{\partial W_k} = \tfrac1B \sum_{j:\, s_j > c_k} \delta_j x_j, \qquad
+   \frac{\partial L}{\partial b_k} = \tfrac1B \sum_{j:\, s_j > c_k} \delta_j .
 
 Consecutive rows differ by the records of one bin: row ``k`` minus row ``k+1`` is
 ``(1/B) sum_{j in bin k} delta_j x_j`` and ``(1/B) sum_{j in bin k} delta_j``. A record
@@ -315,7 +319,10 @@ def read_rows(model: nn.Module, params: dict, weight_grad: torch.Tensor, bias_gr
     whose bias entry exceeds ``floor`` times the largest gives the candidate
     ``x_k = dw_k / db_k``; it is certified when, for some label ``c``, ``scale`` times the
     candidate's own bias gradient reproduces ``db_k`` to a relative error below ``tol``
-    (``scale = 1/B`` for a FedSGD mean over ``B`` records). Certified candidates come
+    once the float32 rounding of the released rows (``2e-6`` of their size) is allowed
+    for (``scale = 1/B`` for a FedSGD mean over ``B`` records). Each certificate is one
+    of ``C`` tries per row, so ``tol`` is kept small: a mixture passes by chance with a
+    probability of about ``C * tol`` per row. Certified candidates come
     first, deduplicated (one record alone in several rows is one record), then the
     others by decreasing ``|db_k|``; ``count`` slots in all, zeros where nothing is left.
 
