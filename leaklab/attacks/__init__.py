@@ -8,7 +8,10 @@ from .optimization import dlg, idlg, ig, lbfgs
 from .run import ReconstructionRun, photographs, run_reconstruction
 from .byo import reconstruct
 from . import spn as _spn  # noqa: F401,E402  (registers spn_static, spn_adaptive, spn_oracle)
+from . import imprint as _imprint  # noqa: F401,E402  (registers imprint and trap: a malicious server's reading)
+from .malicious import run_imprint  # noqa: E402
 
 __all__ = ["Reconstruction", "get_attack", "list_attacks", "register_attack"]
 __all__ += ["ReconstructionRun", "dlg", "idlg", "ig", "lbfgs", "photographs", "reconstruct", "recover_labels", "run_reconstruction"]
 __all__ += ["analytic", "fc_input_from_gradients", "rgap"]
+__all__ += ["run_imprint"]

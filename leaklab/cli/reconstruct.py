@@ -42,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="write a figure of inputs and reconstructions to DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_defense_arguments(p)
+    from . import malicious
+
+    malicious.add_arguments(p)               # --bins, --clients, --secure, ... of --attack imprint|trap
     p.set_defaults(func=cmd_reconstruct)
 
 
@@ -107,6 +110,10 @@ def cmd_reconstruct(args) -> int:
 
     device = get_device(args.device)
     check_out_dir(args.out)                  # before any work: a file in the way, no permission, ...
+    from . import malicious
+
+    if malicious.handles(args):              # a malicious server's model: its own round (cli/malicious.py)
+        return malicious.run(args)
     if args.dataset is not None:
         info = dataset_info(args.dataset)    # a ValueError names the datasets for an unknown name
         if info.modality != "image":
