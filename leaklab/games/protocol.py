@@ -349,12 +349,25 @@ class GameResult:
         """:meth:`baseline_score` at the 95% level: what ``phi(z)`` alone reveals."""
         return self.baseline_score()
 
+    def gain_ci(self, rounds: int | None = None, *, level: float = 0.95) -> tuple[float, float] | None:
+        """A paired bootstrap interval for the gain over ``phi`` (AUROC minus the ``phi``-only AUROC).
+
+        Both adversaries are scored on the same resampled trials (seeded with the game's
+        seed), so the interval is that of the difference, not of either AUROC. ``None``
+        where there is no ``phi``.
+        """
+        if self.baseline_scores is None:
+            return None
+        from ..metrics.classification import auroc_gain_ci
+        return auroc_gain_ci(self.secret, self.scores(rounds), self.baseline_scores, level=level, seed=self.seed)
+
     def record(self, rounds: int | None = None) -> Record:
         """A :class:`~leaklab.results.Record` of the setting after ``rounds`` observed rounds.
 
         Its ``numbers`` hold the adversary's score and, where there is a ``phi``
         baseline, ``baseline_auroc``, ``baseline_auroc_ci``, ``baseline_accuracy`` and
-        ``gain_over_phi`` (the AUROC minus the baseline AUROC).
+        ``gain_over_phi`` (the AUROC minus the baseline AUROC) with ``gain_over_phi_ci``, its
+        paired 95% bootstrap interval over the same trials (:meth:`gain_ci`).
         """
         r = self.rounds if rounds is None else rounds
         config = {"game": self.game, "dataset": self.dataset, "modality": self.modality,
@@ -365,7 +378,8 @@ class GameResult:
         b = self.baseline
         if b is not None:
             numbers.update(baseline_auroc=b.auroc, baseline_auroc_ci=list(b.auroc_ci),
-                           baseline_accuracy=b.accuracy, gain_over_phi=s.auroc - b.auroc)
+                           baseline_accuracy=b.accuracy, gain_over_phi=s.auroc - b.auroc,
+                           gain_over_phi_ci=list(self.gain_ci(r)))
         return Record(kind=f"game/{self.game}", config=config, seed=self.seed,
                       numbers=numbers, wall_time=self.wall_time, device=self.device)
 
@@ -373,8 +387,11 @@ class GameResult:
         s = self.score()
         lo, hi = s.auroc_ci
         b = self.baseline
+        if b is not None:
+            glo, ghi = self.gain_ci()
         base = "" if b is None else (f"; phi alone AUROC {b.auroc:.3f} [{b.auroc_ci[0]:.3f}, "
-                                     f"{b.auroc_ci[1]:.3f}], gain over phi {s.auroc - b.auroc:+.3f}")
+                                     f"{b.auroc_ci[1]:.3f}], gain over phi {s.auroc - b.auroc:+.3f} "
+                                     f"[{glo:+.3f}, {ghi:+.3f}]")
         return (f"GameResult({self.game} on {self.dataset}, adversary={self.adversary}, "
                 f"batch_size={self.batch_size}, rounds={self.rounds}, trials={self.trials}: "
                 f"AUROC {s.auroc:.3f} [{lo:.3f}, {hi:.3f}], accuracy {s.accuracy:.3f}{base})")
