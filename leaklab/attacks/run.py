@@ -78,7 +78,13 @@ class ReconstructionRun:
         return out
 
     def summary(self) -> dict:
-        """Means over all images, the success rate at 30 dB, and the time per trial."""
+        """Means over all images, the success rate at 30 dB, and the time per trial.
+
+        Keys: those of :meth:`leaklab.metrics.image.ImageScores.summary` (``images``,
+        ``psnr_mean`` capped at 100 dB, ``psnr_median``, ``ssim_mean``, ``mse_mean``,
+        ``label_accuracy`` — NaN when the attack recovers no labels —, ``success_rate_30db``),
+        ``seconds`` (the attack's wall time) and ``seconds_per_trial``.
+        """
         return self.scores.summary() | {"seconds": self.seconds,
                                         "seconds_per_trial": self.seconds / self.x.shape[0]}
 

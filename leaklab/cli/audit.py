@@ -3,7 +3,23 @@ from __future__ import annotations
 
 import math
 
-from .common import add_defense_arguments, positive_int, print_json
+from .common import JSON_NOTE, add_defense_arguments, check_adaptive, check_game_plan, positive_int, print_json
+
+#: What --help says of each field of --json (and of the printed summary).
+OUTPUT_FIELDS = (
+    "Output (--json fields): epsilon_lower: the audit's lower confidence bound on the epsilon of the attribute game "
+    "at --delta (with confidence 'level', threshold test, threshold chosen on a held-out half of the trials, "
+    "Clopper-Pearson bounds on its error rates; 0 when the data reject nothing); epsilon_point: the same formula "
+    "with the observed error rates (no guarantee; infinite, so null with epsilon_point_infinite, when an error "
+    "rate is 0); counts (tp, fn, fp, tn of the held-out half) and threshold; auroc: the informed adversary's AUROC "
+    "on all trials; canary, canary_exposure, canary_label: the target record. With a DP-SGD defense, three "
+    "epsilons at --delta from the defense's noise multiplier: accountant_epsilon: the RDP accountant's epsilon "
+    "for this game's neighbours (one record's attribute changed, replace-one: sensitivity 2C, sample rate 1, "
+    "--rounds steps), the claim the audit checks; ratio = epsilon_lower / accountant_epsilon (1 is a tight "
+    "audit); membership_epsilon: the same accountant for adding or removing one record (sensitivity C), shown for "
+    "comparison, it does not bound this game; gdp_epsilon: the exact epsilon of the Gaussian mechanism of the "
+    "attribute change, 2 sqrt(rounds) / noise -GDP (never above accountant_epsilon). These four fields are "
+    "absent for other defenses. " + JSON_NOTE + ".")
 
 
 def _fraction(text: str) -> float:
@@ -25,7 +41,8 @@ def register(sub) -> None:
                     "target, with the informed adversary, and turn its scores into a lower confidence "
                     "bound on epsilon (threshold test, threshold chosen on a held-out half, "
                     "Clopper-Pearson). For DP-SGD the accountant's epsilon for the same game is printed "
-                    "beside it.")
+                    "beside it.",
+        epilog=OUTPUT_FIELDS)
     p.add_argument("--game", required=True, choices=("attribute",), help="the game audited (attribute)")
     p.add_argument("--dataset", required=True, help="a tabular dataset with an attribute feature column")
     p.add_argument("--attribute", help="the sensitive attribute (default: the dataset's first with a column)")
@@ -38,7 +55,7 @@ def register(sub) -> None:
     p.add_argument("--delta", type=_fraction, default=1e-5, help="delta of the audited claim (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (fields below)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     add_defense_arguments(p)
     p.set_defaults(func=cmd_audit)
@@ -56,9 +73,20 @@ def cmd_audit(args) -> int:
     if "attribute" not in info.games or not info.attribute_features or len(info.input_shape) != 1:
         raise ValueError(f"dataset {info.name!r} has no tabular attribute with a feature column to audit; "
                          "choose a tabular dataset with the attribute game (e.g. diabetes)")
+    check_adaptive(args)
+    if as_defense(args.defense).name != "dp" and getattr(args, "claim", None) is None:
+        spec = "none" if args.defense is None else args.defense.spec()
+        claim = " or --claim EPSILON" if hasattr(args, "claim") else ""
+        raise ValueError(f"--defense {spec} makes no epsilon claim for the audit to check (only DP-SGD has an "
+                         f"accountant's epsilon); give --defense dp:clip=C,noise=S{claim}")
     device = get_device(args.device)
     data = load_dataset(args.dataset)
     attribute, _ = _column(data, args.attribute)
+    from types import SimpleNamespace
+
+    check_game_plan("attribute", data, batch_sizes=[args.batch_size], trials=args.trials, rounds=args.rounds,
+                    defense=args.defense, adaptive=args.adaptive, device=device, seed=args.seed,
+                    adversary=SimpleNamespace(name="informed", sims=32))
     res = audit_attribute(data, canary=args.canary, defense=args.defense, adaptive=args.adaptive,
                           trials=args.trials, batch_size=args.batch_size, rounds=args.rounds, delta=args.delta,
                           attribute=attribute, device=device, seed=args.seed, progress=args.progress)
