@@ -8,6 +8,7 @@ bytes one item needs.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -127,7 +128,11 @@ def sweep_bytes(records: int) -> int:
 
 
 def _activations(net, input_shape) -> int:
-    """Elements output by the leaf modules of ``net`` for one record (a forward pass on the meta device)."""
+    """Elements output by the leaf modules of ``net`` for one record (a forward pass on one record of zeros).
+
+    A real pass on one record, not one on the meta device: torch's first meta pass loads its
+    meta kernels, which takes seconds, and one record costs next to nothing.
+    """
     total = [0]
 
     def hook(_mod, _inp, out):
@@ -136,9 +141,12 @@ def _activations(net, input_shape) -> int:
 
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
+    p = next(net.parameters(), None)
     try:
-        net(torch.zeros(1, *input_shape, device="meta"))
-    except Exception:  # noqa: BLE001  (a model that cannot run on meta: fall back to the input size)
+        with torch.no_grad():
+            net(torch.zeros(1, *input_shape, device=None if p is None else p.device,
+                            dtype=torch.float32 if p is None else p.dtype))
+    except Exception:  # noqa: BLE001  (a model that fails on zeros: count its input only)
         total[0] = 0
     finally:
         for h in handles:
@@ -146,7 +154,16 @@ def _activations(net, input_shape) -> int:
     return total[0]
 
 
-def reconstruction_bytes(attack: str, model, input_shape, num_classes: int, trials: int, batch_size: int) -> int:
+@functools.lru_cache(maxsize=64)
+def _registered_stats(model: str, input_shape: tuple, num_classes: int) -> tuple[int, int]:
+    """(parameters, activations per record) of a registered model, built on the CPU."""
+    from .models import build_model, num_parameters
+
+    net = build_model(model, input_shape, num_classes, seed=0)
+    return num_parameters(net), _activations(net, input_shape)
+
+
+def reconstruction_bytes(attack, model, input_shape, num_classes: int, trials: int, batch_size: int) -> int:
     """A rough estimate of the memory a reconstruction run needs (bytes).
 
     Per trial, an optimisation attack holds the model's parameters ``P`` and released
@@ -155,30 +172,23 @@ def reconstruction_bytes(attack: str, model, input_shape, num_classes: int, tria
     and the ``A`` activations of the double backward pass: about
     ``restarts * (250 B D + 16 P + 8 B A)`` floats. The constants are fitted to the
     peak memory of LeNet, ConvNet and ResNet runs on 32x32 and 64x64 images (within
-    about 25%). A registered ``model`` (a name) is built on the meta device, so nothing
-    is allocated; a module is measured as it is.
+    about 25%). ``attack`` is the attack function (iterative when it takes ``iters``; its
+    ``restarts`` default counts). A registered ``model`` (a name) is built once on the CPU
+    (cached); a module is measured as it is, by a forward pass on one record.
     """
-    import copy
     import inspect
     import math
 
     from torch import nn
 
-    from .attacks import get_attack
-    from .models import build_model, num_parameters
 
     if isinstance(model, nn.Module):
         params = sum(p.numel() for p in model.parameters())
-        try:
-            acts = _activations(copy.deepcopy(model).to("meta"), input_shape)
-        except Exception:  # noqa: BLE001  (a module that cannot be copied: count its input only)
-            acts = 0
+        acts = _activations(model, input_shape)
     else:
-        with torch.device("meta"):
-            net = build_model(model, input_shape, num_classes, seed=0)
-        params, acts = num_parameters(net), _activations(net, input_shape)
+        params, acts = _registered_stats(model, tuple(input_shape), num_classes)
     d = math.prod(input_shape)
-    sig = inspect.signature(get_attack(attack)).parameters
+    sig = inspect.signature(attack).parameters
     restarts = sig["restarts"].default if "restarts" in sig else 1
     if "iters" in sig:
         per_trial = 4 * restarts * (250 * batch_size * d + 16 * params + 8 * batch_size * acts)

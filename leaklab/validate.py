@@ -316,10 +316,11 @@ def check_sweep_plan(out, records_file: str, *, points: int, seeds: int, attacks
                          f"{how}")
 
 
-def check_reconstruction_sizes(attack: str, model, input_shape, num_classes: int, *, trials: int, batch_size: int,
+def check_reconstruction_sizes(attack, model, input_shape, num_classes: int, *, trials: int, batch_size: int,
                                device=None, budget: int | None = None) -> None:
     """Refuse a reconstruction run whose memory estimate (:func:`leaklab._memory.reconstruction_bytes`) exceeds
-    the budget, naming the largest ``trials`` (or, when one trial is too much, ``batch_size``) that fits."""
+    the budget, naming the largest ``trials`` (or, when one trial is too much, ``batch_size``) that fits.
+    ``attack`` is the attack function, ``model`` a registered model's name or a module."""
     from ._memory import budget_bytes, largest_fitting, reconstruction_bytes
 
     if budget is None:

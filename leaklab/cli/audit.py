@@ -18,7 +18,7 @@ OUTPUT_FIELDS = (
     "--rounds steps), the claim the audit checks; ratio = epsilon_lower / accountant_epsilon (1 is a tight "
     "audit); membership_epsilon: the same accountant for adding or removing one record (sensitivity C), shown for "
     "comparison, it does not bound this game; gdp_epsilon: the exact epsilon of the Gaussian mechanism of the "
-    "attribute change, 2 sqrt(rounds) / noise -GDP (never above accountant_epsilon). These four fields are "
+    "attribute change, 2 sqrt(rounds) / noise -GDP. These four fields are "
     "absent for other defenses. " + JSON_NOTE + ".")
 
 

@@ -260,8 +260,9 @@ def check_image_sizes(paths: list[str]) -> None:
 def estimate_bytes(attack: str, model: str, input_shape, num_classes: int, trials: int, batch_size: int) -> int:
     """A rough estimate of the memory a reconstruction run needs: :func:`leaklab._memory.reconstruction_bytes`."""
     from .._memory import reconstruction_bytes
+    from ..attacks import get_attack
 
-    return reconstruction_bytes(attack, model, input_shape, num_classes, trials, batch_size)
+    return reconstruction_bytes(get_attack(attack), model, input_shape, num_classes, trials, batch_size)
 
 
 def check_resources(args, input_shape, num_classes: int, device, *, from_images: bool) -> None:
