@@ -302,7 +302,9 @@ def check_sweep_plan(out, records_file: str, *, points: int, seeds: int, attacks
                     continue
                 diff = [f"{k} {there.get(k)} there, {settings.get(k)} here" for k in sorted(set(there) | set(settings))
                         if there.get(k) != settings.get(k)]
-                raise ValueError(f"{flag} {out} holds a trade-off sweep run with other settings ({'; '.join(diff)}), "
+                more = f"; {len(diff) - 3} more" if len(diff) > 3 else ""
+                raise ValueError(f"{flag} {out} holds a trade-off sweep run with other settings "
+                                 f"({'; '.join(diff[:3])}{more}), "
                                  "e.g. under another LEAKLAB_PROFILE; run with the same settings to resume it, or "
                                  f"give another {flag}")
     n = points * seeds * attacks
