@@ -370,6 +370,14 @@ class CanaryAudit:
     (:func:`attribute_accountant_epsilon`), ``membership_epsilon`` the accountant's
     epsilon at the defense's own noise multiplier (adding or removing a record) and
     ``gdp_epsilon`` the exact epsilon of ``2 sqrt(R) / sigma``-GDP.
+
+    :meth:`to_dict` (what ``leaklab audit --json`` prints) holds ``epsilon_lower``,
+    ``epsilon_point`` (infinite when an error rate is 0), ``level``, ``delta``,
+    ``estimator``, ``counts``, ``threshold`` (those of :class:`~leaklab.audit.AuditResult`),
+    ``auroc``, ``canary``, ``canary_exposure``, ``canary_label``, ``defense``, ``adaptive``,
+    ``trials``, ``batch_size``, ``rounds``, ``seed``; for DP-SGD also the three epsilons
+    above and ``ratio = epsilon_lower / accountant_epsilon`` (``None`` when the accountant's
+    epsilon is infinite). :meth:`summary` is one line of the same.
     """
 
     audit: AuditResult
