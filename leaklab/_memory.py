@@ -128,11 +128,8 @@ def sweep_bytes(records: int) -> int:
 
 
 def _activations(net, input_shape) -> int:
-    """Elements output by the leaf modules of ``net`` for one record (a forward pass on one record of zeros).
-
-    A real pass on one record, not one on the meta device: torch's first meta pass loads its
-    meta kernels, which takes seconds, and one record costs next to nothing.
-    """
+    """Elements output by the leaf modules of ``net`` for one record (a forward pass on one record of zeros,
+    on the device of its parameters)."""
     total = [0]
 
     def hook(_mod, _inp, out):
@@ -156,11 +153,23 @@ def _activations(net, input_shape) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _registered_stats(model: str, input_shape: tuple, num_classes: int) -> tuple[int, int]:
-    """(parameters, activations per record) of a registered model, built on the CPU."""
+    """(parameters, activations per record) of a registered model.
+
+    Built on the meta device (nothing allocated, whatever the input size); when it is small
+    (under 50 million parameters, 10 million input values) its activations are counted on
+    the CPU (uninitialised weights, one record of zeros), else on the meta device (slower:
+    torch loads its meta kernels on the first pass).
+    """
+    import math
+
     from .models import build_model, num_parameters
 
-    net = build_model(model, input_shape, num_classes, seed=0)
-    return num_parameters(net), _activations(net, input_shape)
+    with torch.device("meta"):
+        net = build_model(model, input_shape, num_classes, seed=0)
+    params = num_parameters(net)
+    if params <= 5 * 10**7 and math.prod(input_shape) <= 10**7:
+        net = net.to_empty(device="cpu")
+    return params, _activations(net, input_shape)
 
 
 def reconstruction_bytes(attack, model, input_shape, num_classes: int, trials: int, batch_size: int) -> int:

@@ -783,6 +783,7 @@ EARLY_API_CASES = [
     (lambda: run(dataset="digits", trials=10**8), "trials 100000000 x batch_size 1 of \\(1, 8, 8\\) inputs needs about"),
     (lambda: run(dataset="digits", batch_size=10**6), "trials 1 with batch_size \\d+ fits"),
     (lambda: run(images=torch.rand(2, 1, 8, 8), trials=10**8), "trials \\d+ fits"),
+    (lambda: byo(attack="dlg", batch_size=10**7), "trials 1 x batch_size 10000000 of \\(4,\\) inputs needs about"),
     (lambda: Dataset_from_pandas(frame(age=[str(v) for v in range(20, 80)])),
      "feature column 'age' holds numbers written as text \\(e.g. '20'\\).*pd.to_numeric"),
     (lambda: Dataset_from_pandas(frame(age=[str(v) for v in range(20, 79)] + ["n/a"])),
@@ -873,13 +874,15 @@ def test_reconstruct_json_writes_an_exact_psnr_as_null_with_its_mark(capsys):
     import json
 
     code, out, err = run_cli(["reconstruct", "--attack", "analytic", "--model", "mlp", "--dataset", "digits",
-                              "--trials", "2", "--json"], capsys)
+                              "--batch-size", "4", "--trials", "2", "--json"], capsys)
     assert code == 0, err
     doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
-    exact = [t for t in doc["trials"] if t.get("psnr_infinite") == 1]
-    assert exact, "the analytic attack recovers a single record exactly"
-    assert all(t["psnr"] is None and t["mse"] == 0 for t in exact)
-    assert all(isinstance(t["psnr"], float) for t in doc["trials"] if t not in exact)
+    marks = [t.get("psnr_records_infinite", [0] * 4) for t in doc["trials"]]
+    assert any(any(m) for m in marks), "the analytic attack recovers some records exactly (MSE 0)"
+    for t, m in zip(doc["trials"], marks):
+        assert [v is None for v in t["psnr_records"]] == [bool(x) for x in m]        # null exactly where marked
+        assert all(isinstance(v, float) and v > 30 for v, x in zip(t["psnr_records"], m) if not x)
+        assert (t["psnr"] is None) == any(m) == (t.get("psnr_infinite") == 1)        # the mean is infinite too
 
 
 def test_help_documents_the_outputs(capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 from .common import JSON_NOTE, add_defense_arguments, check_adaptive, check_game_plan, positive_int, print_json
 
@@ -56,7 +57,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object (fields below)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress bars (the canary's crafting and the game; on by default at a terminal)")
     add_defense_arguments(p)
     p.set_defaults(func=cmd_audit)
 
@@ -89,7 +91,8 @@ def cmd_audit(args) -> int:
                     adversary=SimpleNamespace(name="informed", sims=32))
     res = audit_attribute(data, canary=args.canary, defense=args.defense, adaptive=args.adaptive,
                           trials=args.trials, batch_size=args.batch_size, rounds=args.rounds, delta=args.delta,
-                          attribute=attribute, device=device, seed=args.seed, progress=args.progress)
+                          attribute=attribute, device=device, seed=args.seed,
+                          progress=args.progress or (not args.json and sys.stderr.isatty()))   # crafting's bar
     out = {"game": args.game, "dataset": info.name, "attribute": attribute, **res.to_dict(),
            "device": str(device)}
     if args.json:
