@@ -133,6 +133,8 @@ def expand_defenses(spec: str | Sequence[str]) -> list[tuple[str, str | None, fl
             key, eq, val = part.partition("=")
             if not eq:
                 raise ValueError(f"defense setting {part!r} in {s!r} must read KEY=VALUE or KEY=V1/V2/...")
+            if key.strip() in fixed or (swept is not None and swept[0] == key.strip()):
+                raise ValueError(f"defense setting {key.strip()!r} is given twice in {s!r}; give each key once")
             if "/" in val:
                 if swept is not None:
                     raise ValueError(f"sweep one setting per defense, {s!r} sweeps two")

@@ -223,8 +223,16 @@ def check_game_sizes(game: str, pool, model: nn.Module, *, batch_size: int, tria
     tt = largest_fitting(lambda v: game_bytes(trials=v, batch_size=batch_size, **opts), 2, trials - 1, budget)
     if tt is not None:
         fits.append(f"{t} {tt} fits with {b} {batch_size}")
-    _refuse_memory(need, budget, device, f"{b} {batch_size} x {t} {trials}" +
-                   (f" x {c} {clients}" if clients > 1 else ""), fits)
+    for key, lo in (("rounds", 1), ("shadow_trials", 10)):       # the other sizes the estimate counts
+        if opts[key] > lo:
+            v = largest_fitting(lambda v: game_bytes(trials=trials, batch_size=batch_size, **{**opts, key: v}),
+                                lo, opts[key] - 1, budget)
+            if v is not None:
+                fits.insert(0, f"{_name(names, key)} {v} fits")
+    what = f"{b} {batch_size} x {t} {trials}" + (f" x {c} {clients}" if clients > 1 else "") + \
+        (f" x {_name(names, 'rounds')} {rounds}" if rounds > 1 else "") + \
+        (f" with {opts['shadow_trials']} shadow trials" if opts["shadow_trials"] > 1000 else "")
+    _refuse_memory(need, budget, device, what, fits)
 
 
 def check_out_folder(path, flag: str = "out", *, create: bool = True):
@@ -287,7 +295,7 @@ def check_sweep_plan(out, records_file: str, *, points: int, seeds: int, attacks
 
     from .results import _jsonable
 
-    folder = check_out_folder(out, flag, create=False)
+    folder = check_out_folder(out, flag)
     settings = json.loads(json.dumps(_jsonable(settings)))      # as the records hold them
     path = Path(folder) / records_file
     if path.is_file():

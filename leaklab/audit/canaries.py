@@ -41,8 +41,11 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from types import SimpleNamespace
+
 from .._checks import check_choice, check_positive_int
 from ..data import Dataset
+from ..validate import check_game_sizes
 from .result import AuditResult
 
 __all__ = ["Canary", "CANARY_KINDS", "attribute_values", "exposure", "natural_canary", "craft_canary",
@@ -465,6 +468,9 @@ def audit_attribute(dataset, *, canary: str | Canary = "crafted", defense=None, 
     dev = get_device(device)
     if model is None:
         model = default_model(data, seed=seed, device=dev)
+    check_game_sizes("attribute", data, model, batch_size=batch_size, trials=trials, rounds=rounds, defense=defense,
+                     adaptive=adaptive, device=dev, adversary=SimpleNamespace(
+                         name="informed", sims=dict(adversary_options or {}).get("sims", 32)))   # before crafting
     if isinstance(canary, str):
         canary = make_canary(canary, data, model, defense=defense, batch_size=batch_size, seed=seed,
                              **dict(canary_options or {}))

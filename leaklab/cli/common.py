@@ -121,7 +121,8 @@ def check_game_plan(game: str, data, *, batch_sizes, trials: int, rounds: int = 
 
     _, pool = data.split(0.5, seed=seed)
     model = default_model(data, seed=seed, device="cpu")
-    flags = {"batch_size": "--batch-size", "trials": "--trials", "clients": "--clients", "shadows": "--shadows"}
+    flags = {"batch_size": "--batch-size", "trials": "--trials", "clients": "--clients", "shadows": "--shadows",
+             "rounds": "--rounds"}
     check_game_sizes(game, pool, model, batch_size=max(batch_sizes), trials=trials, rounds=rounds, clients=clients,
                      defense=as_defense(defense), adaptive=adaptive, adversary=adversary, device=device,
                      observe=observe, secrets=secrets, names=flags)
