@@ -721,7 +721,7 @@ EARLY_CLI_CASES = [
     (TT + ["--clients", "1000"], "--clients 1000 is more than the challenger's pool of 221 records"),
     (TT + ["--batch-size", "1000"], "--batch-size 1000 is larger than the challenger's pool"),
     (TO + ["--defense", "dp", "--seeds", "100000000", "--out", "{tmp}/s"], "seeds"),
-    (GT + ["--rounds", "100000000"], "--rounds 100000000 needs about .*; --rounds \\d+ fits"),
+    (GT + ["--rounds", "100000000"], "--rounds 100000000 x --trials 16 keeps about .*; use --rounds \\d+ or fewer"),
     (AU + DPS + ["--rounds", "100000000"], "--rounds \\d+ fits"),
     # flags that would change nothing
     (GT + ["--adaptive"], "--adaptive has no effect without --defense"),

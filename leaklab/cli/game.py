@@ -182,15 +182,10 @@ def _check_resources(args, game, data, device) -> None:
     import sys
     import time
 
-    from ..games import play
-
-    from ..games import make_adversary
+    from ..games import make_adversary, play
 
     top = max(args.rounds)
     secrets = max(len(game.secret_names(data)), 2)
-    check_game_plan(args.game, data, batch_sizes=args.batch_size, trials=args.trials, rounds=top,
-                    defense=args.defense, adaptive=args.adaptive, adversary=make_adversary(args.adversary),
-                    device=device, secrets=secrets, seed=args.seed)
     per_round = args.trials * secrets * 8 * 3           # the scores, their stack and the scoring's copies
     free = available_memory(device)
     if free is not None and top * per_round > 0.5 * free:
@@ -198,6 +193,10 @@ def _check_resources(args, game, data, device) -> None:
         raise ValueError(f"--rounds {top} x --trials {args.trials} keeps about {gigabytes(top * per_round)} of "
                          f"scores, more than half the {gigabytes(free)} free; use --rounds {fit} or fewer "
                          f"(or fewer --trials)")
+    # then every size (batch, trials, rounds, the adversary's simulations) against the memory of the whole game
+    check_game_plan(args.game, data, batch_sizes=args.batch_size, trials=args.trials, rounds=top,
+                    defense=args.defense, adaptive=args.adaptive, adversary=make_adversary(args.adversary),
+                    device=device, secrets=secrets, seed=args.seed)
     total = top * len(args.batch_size)
     if total <= PROBE_ABOVE:
         return
