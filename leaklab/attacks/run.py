@@ -177,8 +177,9 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         if num_classes is not None and num_classes != ds.num_classes:
             raise ValueError(f"num_classes {num_classes} does not match dataset {ds.name!r} ({ds.num_classes} classes)")
         num_classes = ds.num_classes
-        check_reconstruction_sizes(fn, model, tuple(ds.input_shape), num_classes, trials=trials,
-                                   batch_size=batch_size, device=dev)
+        if batch_size <= len(ds):            # (a larger batch is refused by the draw, naming the dataset's size)
+            check_reconstruction_sizes(fn, model, tuple(ds.input_shape), num_classes, trials=trials,
+                                       batch_size=batch_size, device=dev)
         xs, ys = _draw_batches(ds, trials, batch_size, gen)
         source = ds.name
     input_shape = tuple(xs.shape[2:])
