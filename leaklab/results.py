@@ -1,7 +1,9 @@
 """Result records: one experiment's config, seed, environment, numbers and wall time.
 
 Records are written as JSON lines, one record a line, so that sweeps can append
-and resume. The command line's ``--json`` prints the same records.
+and resume. The command line's ``--json`` prints the same records. Both are strict
+JSON: an infinite number is ``null`` with a field ``<name>_infinite`` beside it (see
+:func:`_jsonable`), read back as the infinity by :meth:`Record.from_dict`.
 """
 from __future__ import annotations
 
@@ -25,18 +27,67 @@ def _version() -> str:
     return __version__
 
 
+#: Suffix of the field that marks an infinite number written as ``null`` (see :func:`_jsonable`).
+INFINITE = "_infinite"
+
+
+def _sign(v) -> int:
+    """1 for +inf, -1 for -inf, 0 for anything else."""
+    return (1 if v > 0 else -1) if isinstance(v, float) and math.isinf(v) else 0
+
+
 def _jsonable(value):
+    """``value`` with tensors, numpy scalars and non-finite floats made strict JSON.
+
+    JSON has no infinity, and a string in a numeric column breaks its numeric readers
+    (pandas, jq): an infinite number (the PSNR of an exact reconstruction, the epsilon of
+    a release without noise) is written as ``null``, and the dict that holds it gains a
+    field ``<name>_infinite`` with its sign, ``1`` (+inf) or ``-1`` (-inf); for a list,
+    ``<name>_infinite`` is a list of the same length holding ``0`` where the value is
+    finite. NaN is ``null`` without a mark. :func:`_restored` undoes the marks.
+
+    >>> _jsonable({"psnr": float("inf"), "mse": 0.0})
+    {'psnr': None, 'psnr_infinite': 1, 'mse': 0.0}
+    """
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().tolist()
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return None
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            k = str(k)
+            if isinstance(v, torch.Tensor) or (hasattr(v, "item") and getattr(v, "ndim", 1) == 0):
+                v = v.detach().cpu().tolist() if isinstance(v, torch.Tensor) else v.item()
+            out[k] = _jsonable(v)
+            if _sign(v):
+                out[k + INFINITE] = _sign(v)
+            elif isinstance(v, (list, tuple)) and any(_sign(x) for x in v):
+                out[k + INFINITE] = [_sign(x) for x in v]
+        return out
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
     return value
+
+
+def _restored(value):
+    """Undo the marks of :func:`_jsonable`: ``null`` beside ``<name>_infinite`` is the infinity again."""
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _restored(v) for k, v in value.items() if not (k.endswith(INFINITE) and k[:-len(INFINITE)] in value)}
+    for k, mark in value.items():
+        base = k[:-len(INFINITE)]
+        if not k.endswith(INFINITE) or base not in value:
+            continue
+        if isinstance(mark, list) and isinstance(out[base], list) and len(mark) == len(out[base]):
+            out[base] = [math.inf * m if m and v is None else v for v, m in zip(out[base], mark)]
+        elif mark in (1, -1) and out[base] is None:
+            out[base] = math.inf * mark
+    return out
 
 
 @dataclass
@@ -66,6 +117,7 @@ class Record:
         missing = {"kind", "config", "seed", "numbers"} - set(d)
         if missing:
             raise ValueError(f"record is missing fields: {', '.join(sorted(missing))}")
+        d = {k: _restored(v) if k in ("config", "numbers") else v for k, v in d.items()}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def key(self) -> str:

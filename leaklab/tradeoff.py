@@ -70,6 +70,7 @@ from .metrics.privacy_loss import (ATTACKS, heldout_advantage, membership_loss, 
                                    reconstruction_null, tracing_loss, tracing_null)
 from .profiles import get_profile
 from .results import Record, fingerprint, resume_records, write_records
+from .validate import check_sweep_plan
 
 __all__ = ["DEFAULT_GRIDS", "expand_defenses", "sweep_tradeoff", "compare_at_equal_loss", "gap_at_equal_loss",
            "plot_tradeoff", "settings_for", "RECORDS_FILE"]
@@ -99,6 +100,8 @@ def _values(text: str) -> list:
             raise ValueError(f"grid values must be numbers separated by '/', got {text!r}") from None
         if not math.isfinite(v):
             raise ValueError(f"grid values must be finite, got {text!r}")
+        if v in out:
+            raise ValueError(f"grid value {t} is given twice in {text!r}; list each strength once")
         out.append(v)
     return out
 
@@ -114,6 +117,8 @@ def expand_defenses(spec: str | Sequence[str]) -> list[tuple[str, str | None, fl
     [('dp', 'noise', 0.5), ('dp', 'noise', 2.0), ('sign', None, None)]
     """
     specs = [s.strip() for s in (spec.split(";") if isinstance(spec, str) else spec) if s and s.strip()]
+    if isinstance(spec, str) and specs and len(specs) != len(spec.strip().strip(";").split(";")):
+        raise ValueError(f"defense {spec!r} has an empty item between ';' separators; remove it")
     if not specs:
         raise ValueError(f"defense must name at least one defense (SPEC[;SPEC...]), got {spec!r}; "
                          f"defenses: {', '.join(list_defenses())}")
@@ -128,6 +133,8 @@ def expand_defenses(spec: str | Sequence[str]) -> list[tuple[str, str | None, fl
             key, eq, val = part.partition("=")
             if not eq:
                 raise ValueError(f"defense setting {part!r} in {s!r} must read KEY=VALUE or KEY=V1/V2/...")
+            if key.strip() in fixed or (swept is not None and swept[0] == key.strip()):
+                raise ValueError(f"defense setting {key.strip()!r} is given twice in {s!r}; give each key once")
             if "/" in val:
                 if swept is not None:
                     raise ValueError(f"sweep one setting per defense, {s!r} sweeps two")
@@ -286,6 +293,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
     points = expand_defenses(defenses)
     s = {**settings_for(), **dict(settings or {})}
+    check_sweep_plan(out, RECORDS_FILE, points=len(points), seeds=seeds, attacks=len(attacks), settings=s)
     dev = get_device(device)
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     if not isinstance(data, Dataset):

@@ -523,7 +523,7 @@ API_CASES = [
     (lambda: play(game="tracing", clients=4, model=bn_model()), "BatchNorm1d layer '1' is in training mode"),
     (lambda: play(game="tracing", clients=4, model=dropout_model()), "Dropout layer '1' \\(p=0.3\\) is active"),
     # dtypes and gradient dicts of one's own model
-    (lambda: play(game="membership", model=mlp().double()), "has dtype torch.float64; leaklab computes in float32.*model.float\(\)"),
+    (lambda: play(game="membership", model=mlp().double()), r"has dtype torch.float64; leaklab computes in float32.*model.float\(\)"),
     (lambda: run(model=__import__("leaklab.models", fromlist=["build_model"]).build_model(
         "mlp", (1, 8, 8), 10).double(), dataset="digits"), "has dtype torch.float64"),
     (lambda: _byo(transpose="2.weight"), "grads\\['2.weight'\\] has shape \\(8, 5\\); expected the parameter's shape \\(5, 8\\).*transposed"),
@@ -648,3 +648,266 @@ def test_float64_gradients_of_a_float32_model_are_cast_with_a_note():
         rec, x = _byo(grad_dtype=torch.float64)
     assert rec.x.dtype == torch.float32
     assert torch.allclose(rec.x, x, atol=1e-4)
+
+
+# -- every refusal before any work: sizes, flags without effect, --out, specs -----------------------
+#
+# Each case runs with the work functions replaced by ones that fail the test if called (training,
+# releases, an adversary's preparation, a canary, a federated run): the refusal must come before any
+# of them. The free memory is fixed at 8 GiB, so that the size refusals do not depend on the machine.
+
+WORK = {
+    "leaklab.games.protocol": ["secure_release", "release_gradients", "train", "release"],
+    "leaklab.games.membership": ["server_sum", "train_stacked", "train"],
+    "leaklab.games.tracing": ["local_updates", "release_gradients", "secure_release", "train"],
+    "leaklab.fl": ["train"], "leaklab.release": ["release"], "leaklab.attacks.run": ["release"],
+    "leaklab.audit.canaries": ["make_canary"], "leaklab.federated": ["train_federated"],
+}
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail if any work starts; fix the free memory at 8 GiB."""
+    import importlib
+
+    import leaklab._memory as memory
+
+    def forbidden(name):
+        def f(*args, **kwargs):
+            raise AssertionError(f"work started before the refusal: {name}")
+        return f
+
+    modules = {mod: importlib.import_module(mod) for mod in WORK}     # every import first, then the patches
+    for mod, names in WORK.items():
+        m = modules[mod]
+        for n in names:
+            monkeypatch.setattr(m, n, forbidden(f"{mod}.{n}"), raising=False)
+    for mod in ("leaklab.games.adversaries", "leaklab.games.membership"):
+        m = importlib.import_module(mod)
+        for v in list(vars(m).values()):
+            if isinstance(v, type) and "prepare" in vars(v):
+                monkeypatch.setattr(v, "prepare", forbidden(f"{v.__name__}.prepare"))
+    monkeypatch.setattr(memory, "free_bytes", lambda device=None: 8 * 2**30)
+
+
+def _old_sweep(folder):
+    """A records file of a sweep run with other settings (another profile's sizes)."""
+    import json
+
+    from leaklab.tradeoff import settings_for
+
+    folder.mkdir()
+    rec = {"kind": "tradeoff", "config": {"dataset": "diabetes", "settings": settings_for("book"),
+                                         "attack": "membership"}, "seed": 0, "numbers": {"accuracy": 0.5}}
+    (folder / "tradeoff.jsonl").write_text(json.dumps(rec) + "\n")
+    return folder
+
+
+GT = G + ["--trials", "16"]
+MT = ["game", "membership", "--dataset", "diabetes", "--trials", "16"]
+TT = ["game", "tracing", "--dataset", "diabetes", "--trials", "16"]
+AU = ["audit", "--game", "attribute", "--dataset", "diabetes", "--trials", "16"]
+TO = ["tradeoff", "--dataset", "diabetes", "--attack", "membership"]
+DPS = ["--defense", "dp:clip=1,noise=1"]
+
+EARLY_CLI_CASES = [
+    # sizes against the memory and the data
+    (G + ["--batch-size", "100000"], "--batch-size 100000 x --trials 500 needs about"),
+    (G + ["--batch-size", "100000"], "a run may use on cpu (50% of the free memory); --batch-size"),
+    (G + ["--trials", "50000000"], "--trials 50000000 needs about"),
+    (AU + DPS + ["--trials", "50000000"], "--trials 50000000 needs about"),
+    (MT + ["--adversary", "lira", "--shadows", "100000000"], "training 100000000 shadow models"),
+    (MT + ["--batch-size", "1000"], "--batch-size 1000 is larger than the challenger's pool of 221 records"),
+    (TT + ["--clients", "1000"], "--clients 1000 is more than the challenger's pool of 221 records"),
+    (TT + ["--batch-size", "1000"], "--batch-size 1000 is larger than the challenger's pool"),
+    (TO + ["--defense", "dp", "--seeds", "100000000", "--out", "{tmp}/s"], "seeds"),
+    (GT + ["--rounds", "100000000"], "--rounds 100000000 x --trials 16 keeps about .*; use --rounds \\d+ or fewer"),
+    (AU + DPS + ["--rounds", "100000000"], "--rounds \\d+ fits"),
+    # flags that would change nothing
+    (GT + ["--adaptive"], "--adaptive has no effect without --defense"),
+    (GT + ["--adversary", "phi", "--adaptive"] + DPS, "--adaptive has no effect with --adversary phi"),
+    (MT + ["--adversary", "loss", "--adaptive"] + DPS, "--adaptive has no effect with --adversary loss"),
+    (TT + ["--adaptive"], "--adaptive has no effect without --defense"),
+    (TT + ["--adversary", "loss", "--adaptive"] + DPS, "--adaptive has no effect with --adversary loss"),
+    (RD + ["--adaptive"], "--adaptive has no effect without --defense"),
+    (AU + ["--adaptive"], "--adaptive has no effect without --defense"),
+    (GT + ["--shadows", "4"], "--shadows belongs to the membership game"),
+    (GT + ["--clients", "4"], "--clients belongs to the tracing game"),
+    (GT + ["--train-steps", "10"], "--train-steps belongs to the membership game"),
+    (TT + ["--shadows", "4"], "--shadows belongs to the membership game"),
+    (MT + ["--local-steps", "2"], "--local-steps belongs to the tracing game"),
+    (MT + ["--adversary", "alignment", "--shadows", "8"], "--shadows sets LiRA's shadow models"),
+    (MT + ["--observe", "release", "--train-size", "10"], "--train-size sets the training of the target model"),
+    (MT + ["--train-steps", "5"], "--train-steps sets the training of the target model"),
+    (MT + ["--adversary", "phi"], "--adversary phi does not play the membership game"),
+    (AU + ["--defense", "prune:ratio=0.5"], "--defense prune:ratio=0.5 makes no epsilon claim"),
+    (AU, "--defense none makes no epsilon claim"),
+    # lists and specs: no repeated or empty items
+    (GT + ["--batch-size", "4,4"], "--batch-size: 4 given twice in '4,4'"),
+    (GT + ["--rounds", "1,2,1"], "--rounds: 1 given twice"),
+    (TO + ["--defense", "dp;;sign", "--out", "{tmp}/s"], "has an empty item between ';' separators"),
+    (TO + ["--defense", "dp:noise=1/1", "--out", "{tmp}/s"], "grid value 1 is given twice"),
+    (TO + ["--defense", "prune:ratio=0.5/0.9,ratio=0.3", "--out", "{tmp}/s"], "setting 'ratio' is given twice"),
+    (TO + ["--defense", "dp", "--levels", "0.1,,0.5", "--out", "{tmp}/s"], "with no empty item"),
+    (TO + ["--defense", "dp", "--levels", "0.5,0.5", "--out", "{tmp}/s"], "--levels lists a level twice"),
+    (["tradeoff", "--dataset", "diabetes", "--attack", "membership,,tracing", "--defense", "dp", "--out", "{tmp}/s"],
+     "--attack: expected attacks among"),
+    (TO + ["--attack", "tracing,tracing", "--defense", "dp", "--out", "{tmp}/s"], "tracing given twice"),
+    # --out: checked first, named, with the fix
+    (MT + ["--out", "{file}"], "--out {file}: {file} is a file, not a folder; give a folder"),
+    (TT + ["--out", "{file}/sub"], "is a file, not a folder (in the way of"),
+    (MT + ["--out", "{tmp}/no/such"], "--out {tmp}/no/such: the parent folder"),
+    (TO + ["--defense", "dp", "--out", "{file}"], "--out {file}: {file} is a file, not a folder"),
+    (TO + ["--defense", "dp", "--out", "{old_sweep}"], "holds a trade-off sweep run with other settings"),
+]
+
+
+@pytest.mark.parametrize("argv, pattern", EARLY_CLI_CASES, ids=lambda v: " ".join(v)[:70] if isinstance(v, list) else "")
+def test_cli_refuses_before_any_work(argv, pattern, files, capsys, no_work):
+    files["old_sweep"] = _old_sweep(files["tmp"] / "old_sweep")
+    code, out, err = run_cli(fill(argv, files), capsys)
+    pattern = pattern.format(**{k: str(v) for k, v in files.items()})
+    if "\\d" in pattern or ".*" in pattern:          # a pattern with a number to be named: a regular expression
+        import re
+
+        assert code == 2 and re.search(pattern, err), err
+        pattern = pattern.split(" ")[0]
+    assert_one_line_error(code, err, pattern)
+    assert len(err.strip().splitlines()) == 1
+
+
+EARLY_API_CASES = [
+    (lambda: play(batch_size=100000, trials=500), "batch_size 100000 x trials 500 needs about .* batch_size \\d+ fits"),
+    (lambda: play(trials=50_000_000), "trials 50000000 needs about .*; trials \\d+ fits with batch_size 1"),
+    (lambda: play(batch_size=100000, trials=500, clients=4), "x clients 4 needs about"),
+    (lambda: play(game="membership", batch_size=1000, trials=16), "batch_size 1000 is larger than the challenger's pool"),
+    (lambda: play(game="tracing", clients=1000, trials=16), "clients 1000 is more than the challenger's pool of 221"),
+    (lambda: play(game="tracing", clients=8, batch_size=500, trials=16), "batch_size 500 is larger than the challenger's pool"),
+    (lambda: play(game="membership", adversary="lira", adversary_options={"shadows": 10**8}, trials=16),
+     "training 100000000 shadow models \\(shadows 100000000\\) needs about .*; shadows \\d+ fits"),
+    (lambda: run(dataset="digits", trials=10**8), "trials 100000000 x batch_size 1 of \\(1, 8, 8\\) inputs needs about"),
+    (lambda: run(dataset="digits", batch_size=10**6), "batch_size 1000000 is larger than the 1797 records"),
+    (lambda: run(images=torch.rand(2, 1, 8, 8), batch_size=2, trials=10**9), "trials \\d+ fits"),
+    (lambda: run(images=torch.rand(2, 1, 8, 8), trials=10**8), "trials \\d+ fits"),
+    (lambda: byo(attack="dlg", batch_size=10**7), "trials 1 x batch_size 10000000 of \\(4,\\) inputs needs about"),
+    (lambda: play(rounds=10**8, trials=16), "rounds \\d+ fits"),
+    (lambda: play(game="property", trials=16, adversary_options={"shadow_trials": 10**9}), "shadow_trials \\d+ fits"),
+    (lambda: __import__("leaklab.games", fromlist=["sweep"]).sweep("attribute", "diabetes", batch_sizes=[1, 1]),
+     "batch_sizes lists a value twice"),
+    (lambda: __import__("leaklab.audit.canaries", fromlist=["audit_attribute"]).audit_attribute(
+        "diabetes", defense="dp:clip=1,noise=1", trials=50_000_000), "trials 50000000 needs about"),
+    (lambda: Dataset_from_pandas(frame(age=[str(v) for v in range(20, 80)])),
+     "feature column 'age' holds numbers written as text \\(e.g. '20'\\).*pd.to_numeric"),
+    (lambda: Dataset_from_pandas(frame(age=[str(v) for v in range(20, 79)] + ["n/a"])),
+     "feature column 'age' holds numbers and 1 text value\\(s\\) \\(e.g. 'n/a' at index 59\\)"),
+]
+
+
+def Dataset_from_pandas(df):
+    from leaklab.data import Dataset
+
+    return Dataset.from_pandas(df, label="ill")
+
+
+@pytest.mark.parametrize("call, pattern", EARLY_API_CASES, ids=[f"early{i:02d}" for i in range(len(EARLY_API_CASES))])
+def test_api_refuses_before_any_work(call, pattern, no_work):
+    with pytest.raises((ValueError, TypeError), match=pattern) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def _sweep(tmp_path, defenses="sign", **kwargs):
+    from leaklab.tradeoff import sweep_tradeoff
+
+    kwargs.setdefault("out", tmp_path / "s")
+    return sweep_tradeoff("diabetes", defenses, attacks=("membership",), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"out": "{file}"}, "out {file}: {file} is a file, not a folder"),
+    ({"out": "{tmp}/no/such"}, "the parent folder"),
+    ({"out": "{old_sweep}"}, "holds a trade-off sweep run with other settings \\(.*records 1797 there, 600 here"),
+    ({"seeds": 10**8}, "make 100000000 records, whose bookkeeping needs about .*; seeds \\d+ fits"),
+    ({"defenses": "dp:noise=1/1"}, "grid value 1 is given twice in '1/1'"),
+    ({"defenses": "dp;;sign"}, "has an empty item between ';' separators"),
+    ({"defenses": "prune:ratio=0.5/0.9,ratio=0.3"}, "defense setting 'ratio' is given twice"),
+])
+def test_sweep_refuses_before_any_work(kwargs, pattern, files, no_work):
+    files["old_sweep"] = _old_sweep(files["tmp"] / "old_sweep")
+    kwargs = {k: v.format(**{n: str(p) for n, p in files.items()}) if isinstance(v, str) else v
+              for k, v in kwargs.items()}
+    with pytest.raises(ValueError, match=pattern.format(**{k: str(v) for k, v in files.items()})):
+        _sweep(files["tmp"], **kwargs)
+
+
+def test_game_sizes_name_the_largest_that_fits():
+    """The size named in the refusal fits, and one more does not (the estimate is the one refused on)."""
+    from leaklab._memory import game_bytes
+    from leaklab.data import load_dataset
+    from leaklab.games import default_model
+    from leaklab.validate import check_game_sizes
+
+    data = load_dataset("diabetes")
+    _, pool = data.split(0.5, seed=0)
+    model = default_model(data)
+    budget = 2**30
+    with pytest.raises(ValueError, match="batch_size 1000000") as info:
+        check_game_sizes("attribute", pool, model, batch_size=10**6, trials=500, budget=budget)
+    fit = int(str(info.value).split("; batch_size ")[1].split()[0])
+    opts = dict(record_numel=10, params=sum(p.numel() for p in model.parameters()), rounds=1, clients=1, secrets=2,
+                per_sample=False, simulations=0, shadow_trials=0)
+    assert game_bytes(trials=500, batch_size=fit, **opts) <= budget < game_bytes(trials=500, batch_size=fit + 1, **opts)
+    check_game_sizes("attribute", pool, model, batch_size=fit, trials=500, budget=budget)      # accepted
+    # the estimate grows with every size it counts
+    base = game_bytes(trials=10, batch_size=10, **opts)
+    for change in ({"trials": 20}, {"batch_size": 20}):
+        assert game_bytes(**{"trials": 10, "batch_size": 10, **change}, **opts) > base
+
+
+def test_game_memory_estimate_bounds_a_measured_game():
+    """The estimate is not below what a game's tensors need: the batches' records alone, 4 bytes a value."""
+    from leaklab._memory import game_bytes
+
+    T, B, D = 500, 2000, 10
+    assert game_bytes(trials=T, batch_size=B, record_numel=D, params=418) >= T * B * D * 4
+
+
+def test_strict_json_marks_infinite_numbers(capsys):
+    import json
+
+    from leaklab.cli.common import print_json
+
+    print_json({"psnr": math.inf, "records": [1.0, math.inf, -math.inf], "loss": math.nan, "ok": 2.0})
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert out == {"psnr": None, "psnr_infinite": 1, "records": [1.0, None, None], "records_infinite": [0, 1, -1],
+                   "loss": None, "ok": 2.0}
+
+
+def test_reconstruct_json_writes_an_exact_psnr_as_null_with_its_mark(capsys):
+    import json
+
+    code, out, err = run_cli(["reconstruct", "--attack", "analytic", "--model", "mlp", "--dataset", "digits",
+                              "--batch-size", "4", "--trials", "2", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    marks = [t.get("psnr_records_infinite", [0] * 4) for t in doc["trials"]]
+    assert any(any(m) for m in marks), "the analytic attack recovers some records exactly (MSE 0)"
+    for t, m in zip(doc["trials"], marks):
+        assert [v is None for v in t["psnr_records"]] == [bool(x) for x in m]        # null exactly where marked
+        assert all(isinstance(v, float) and v > 30 for v, x in zip(t["psnr_records"], m) if not x)
+        assert (t["psnr"] is None) == any(m) == (t.get("psnr_infinite") == 1)        # the mean is infinite too
+
+
+def test_help_documents_the_outputs(capsys):
+    for argv, needles in ((["game", "--help"], ["95% confidence interval", "tpr_at_1pct_fpr is null",
+                                                "game_epsilon", "NAME_infinite"]),
+                          (["audit", "--help"], ["ratio = epsilon_lower / accountant_epsilon", "membership_epsilon",
+                                                 "gdp_epsilon", "replace-one"]),
+                          (["reconstruct", "--help"], ["psnr_infinite", "success_rate_30db"]),
+                          (["tradeoff", "--help"], ["epsilon_attacked", "epsilon_training", "privacy_loss_null"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "%%" not in text
+        for n in needles:
+            assert n in text, (argv, n)

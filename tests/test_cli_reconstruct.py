@@ -81,7 +81,11 @@ def test_analytic_batch_reports_every_record(capsys):
                           "--batch-size", "4", "--trials", "4", "--json")
     assert code == 0, err
     trials = json.loads(out)["trials"]
-    per_record = np.array([[float(v) for v in t["psnr_records"]] for t in trials])   # "inf" for exact
+    # strict JSON: an exact record's infinite PSNR is null, marked in psnr_records_infinite
+    marks = [t.get("psnr_records_infinite", [0] * len(t["psnr_records"])) for t in trials]
+    assert all(v is not None or m == 1 for t, ms in zip(trials, marks) for v, m in zip(t["psnr_records"], ms))
+    per_record = np.array([[float("inf") if m else v for v, m in zip(t["psnr_records"], ms)]
+                           for t, ms in zip(trials, marks)])
     assert per_record.shape == (4, 4)
     assert (per_record >= 30).sum(1).mean() >= 3
     for t, row in zip(trials, per_record):

@@ -17,7 +17,10 @@ def test_records_round_trip_as_json_lines(tmp_path):
     write_records(p, [r2])
     back = read_records(p)
     assert [r.config["batch_size"] for r in back] == [4, 8]
-    assert back[0].numbers["psnr"] == "inf" and back[1].numbers["auroc"] == pytest.approx(0.7)
+    assert back[0].numbers["psnr"] == float("inf") and back[1].numbers["auroc"] == pytest.approx(0.7)
+    assert "psnr_infinite" not in back[0].numbers                  # the mark is read back as the infinity
+    raw = json.loads(p.read_text().splitlines()[0])["numbers"]      # strict JSON: null and a mark, no string
+    assert raw["psnr"] is None and raw["psnr_infinite"] == 1 and "Infinity" not in p.read_text()
     assert back[0].leaklab_version == leaklab.__version__ and back[0].torch_version == torch.__version__
     assert completed(p) == {r1.key(), r2.key()}
     assert json.loads(r1.to_json())["numbers"]["auroc"] == 0.9

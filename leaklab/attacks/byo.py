@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int, check_tensor
-from ..validate import check_model
+from ..validate import check_model, check_reconstruction_sizes
 from .base import Reconstruction, get_attack
 
 __all__ = ["reconstruct", "as_release"]
@@ -163,6 +163,7 @@ def reconstruct(model: nn.Module, grads, *, input_shape, attack: str = "idlg", l
         options["labels"] = lab.long().clone()
     batch_size = 1 if batch_size is None else check_positive_int("batch_size", batch_size)
     dev = next(model.parameters()).device if device is None else device
+    check_reconstruction_sizes(fn, model, shape, k, trials=T, batch_size=batch_size, device=dev)
     rec = fn(model, params, g, input_shape=shape, num_classes=k, batch_size=batch_size, device=dev,
              seed=seed, progress=progress, **options)
     if not single:

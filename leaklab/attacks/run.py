@@ -28,7 +28,7 @@ from ..metrics.image import ImageScores, score_images
 from ..models import build_model
 from ..results import Record
 from ..runtime import get_device
-from ..validate import check_model
+from ..validate import check_model, check_reconstruction_sizes
 from .base import Reconstruction, get_attack
 
 __all__ = ["ReconstructionRun", "run_reconstruction", "stack_params", "photographs", "PHOTOGRAPHS"]
@@ -78,7 +78,13 @@ class ReconstructionRun:
         return out
 
     def summary(self) -> dict:
-        """Means over all images, the success rate at 30 dB, and the time per trial."""
+        """Means over all images, the success rate at 30 dB, and the time per trial.
+
+        Keys: those of :meth:`leaklab.metrics.image.ImageScores.summary` (``images``,
+        ``psnr_mean`` capped at 100 dB, ``psnr_median``, ``ssim_mean``, ``mse_mean``,
+        ``label_accuracy`` — NaN when the attack recovers no labels —, ``success_rate_30db``),
+        ``seconds`` (the attack's wall time) and ``seconds_per_trial``.
+        """
         return self.scores.summary() | {"seconds": self.seconds,
                                         "seconds_per_trial": self.seconds / self.x.shape[0]}
 
@@ -156,6 +162,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         if num_classes is None:   # read off the model where there is one
             num_classes = check_model(model, tuple(images.shape[1:])) if isinstance(model, nn.Module) else 10
         check_positive_int("num_classes", num_classes, minimum=2)
+        check_reconstruction_sizes(fn, model, tuple(images.shape[1:]), num_classes, trials=trials,
+                                   batch_size=batch_size, device=dev)
         n = images.shape[0]
         idx = (torch.arange(trials)[:, None] * batch_size + torch.arange(batch_size)[None, :]) % n
         xs, ys = images[idx], torch.randint(num_classes, (trials, batch_size), generator=gen)
@@ -169,6 +177,9 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         if num_classes is not None and num_classes != ds.num_classes:
             raise ValueError(f"num_classes {num_classes} does not match dataset {ds.name!r} ({ds.num_classes} classes)")
         num_classes = ds.num_classes
+        if batch_size <= len(ds):            # (a larger batch is refused by the draw, naming the dataset's size)
+            check_reconstruction_sizes(fn, model, tuple(ds.input_shape), num_classes, trials=trials,
+                                       batch_size=batch_size, device=dev)
         xs, ys = _draw_batches(ds, trials, batch_size, gen)
         source = ds.name
     input_shape = tuple(xs.shape[2:])

@@ -41,8 +41,11 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from types import SimpleNamespace
+
 from .._checks import check_choice, check_positive_int
 from ..data import Dataset
+from ..validate import check_game_sizes
 from .result import AuditResult
 
 __all__ = ["Canary", "CANARY_KINDS", "attribute_values", "exposure", "natural_canary", "craft_canary",
@@ -370,6 +373,14 @@ class CanaryAudit:
     (:func:`attribute_accountant_epsilon`), ``membership_epsilon`` the accountant's
     epsilon at the defense's own noise multiplier (adding or removing a record) and
     ``gdp_epsilon`` the exact epsilon of ``2 sqrt(R) / sigma``-GDP.
+
+    :meth:`to_dict` (what ``leaklab audit --json`` prints) holds ``epsilon_lower``,
+    ``epsilon_point`` (infinite when an error rate is 0), ``level``, ``delta``,
+    ``estimator``, ``counts``, ``threshold`` (those of :class:`~leaklab.audit.AuditResult`),
+    ``auroc``, ``canary``, ``canary_exposure``, ``canary_label``, ``defense``, ``adaptive``,
+    ``trials``, ``batch_size``, ``rounds``, ``seed``; for DP-SGD also the three epsilons
+    above and ``ratio = epsilon_lower / accountant_epsilon`` (``None`` when the accountant's
+    epsilon is infinite). :meth:`summary` is one line of the same.
     """
 
     audit: AuditResult
@@ -457,6 +468,9 @@ def audit_attribute(dataset, *, canary: str | Canary = "crafted", defense=None, 
     dev = get_device(device)
     if model is None:
         model = default_model(data, seed=seed, device=dev)
+    check_game_sizes("attribute", data, model, batch_size=batch_size, trials=trials, rounds=rounds, defense=defense,
+                     adaptive=adaptive, device=dev, adversary=SimpleNamespace(
+                         name="informed", sims=dict(adversary_options or {}).get("sims", 32)))   # before crafting
     if isinstance(canary, str):
         canary = make_canary(canary, data, model, defense=defense, batch_size=batch_size, seed=seed,
                              **dict(canary_options or {}))

@@ -2,8 +2,25 @@
 from __future__ import annotations
 
 import math
+import sys
 
-from .common import add_defense_arguments, positive_int, print_json
+from .common import JSON_NOTE, add_defense_arguments, check_adaptive, check_game_plan, positive_int, print_json
+
+#: What --help says of each field of --json (and of the printed summary).
+OUTPUT_FIELDS = (
+    "Output (--json fields): epsilon_lower: the audit's lower confidence bound on the epsilon of the attribute game "
+    "at --delta (with confidence 'level', threshold test, threshold chosen on a held-out half of the trials, "
+    "Clopper-Pearson bounds on its error rates; 0 when the data reject nothing); epsilon_point: the same formula "
+    "with the observed error rates (no guarantee; infinite, so null with epsilon_point_infinite, when an error "
+    "rate is 0); counts (tp, fn, fp, tn of the held-out half) and threshold; auroc: the informed adversary's AUROC "
+    "on all trials; canary, canary_exposure, canary_label: the target record. With a DP-SGD defense, three "
+    "epsilons at --delta from the defense's noise multiplier: accountant_epsilon: the RDP accountant's epsilon "
+    "for this game's neighbours (one record's attribute changed, replace-one: sensitivity 2C, sample rate 1, "
+    "--rounds steps), the claim the audit checks; ratio = epsilon_lower / accountant_epsilon (1 is a tight "
+    "audit); membership_epsilon: the same accountant for adding or removing one record (sensitivity C), shown for "
+    "comparison, it does not bound this game; gdp_epsilon: the exact epsilon of the Gaussian mechanism of the "
+    "attribute change, 2 sqrt(rounds) / noise -GDP. These four fields are "
+    "absent for other defenses. " + JSON_NOTE + ".")
 
 
 def _fraction(text: str) -> float:
@@ -27,7 +44,8 @@ def register(sub) -> None:
                     "Clopper-Pearson). For DP-SGD the accountant's epsilon for the same game is printed "
                     "beside it. With --canary gradient: a white-box audit of one DP-SGD release with a "
                     "gradient canary (no --game), a mu-GDP fit beside the held-out bound, and --claim to "
-                    "check a DP claim against the mechanism run.")
+                    "check a DP claim against the mechanism run.",
+        epilog=OUTPUT_FIELDS)
     p.add_argument("--game", choices=("attribute",), help="the game audited (attribute; not with --canary gradient)")
     p.add_argument("--dataset", help="a tabular dataset with an attribute feature column (gradient canary: the "
                                      "batch's records, default diabetes)")
@@ -44,8 +62,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     from .audit_gradient import add_gradient_arguments
     add_gradient_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object (fields below)")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress bars (the canary's crafting and the game; on by default at a terminal)")
     add_defense_arguments(p)
     p.set_defaults(func=cmd_audit)
 
@@ -69,12 +88,24 @@ def cmd_audit(args) -> int:
     if "attribute" not in info.games or not info.attribute_features or len(info.input_shape) != 1:
         raise ValueError(f"dataset {info.name!r} has no tabular attribute with a feature column to audit; "
                          "choose a tabular dataset with the attribute game (e.g. diabetes)")
+    check_adaptive(args)
+    if as_defense(args.defense).name != "dp":
+        spec = "none" if args.defense is None else args.defense.spec()
+        raise ValueError(f"--defense {spec} makes no epsilon claim for the audit to check (only DP-SGD has an "
+                         "accountant's epsilon); give --defense dp:clip=C,noise=S, or check a DP claim about "
+                         "a mechanism with --canary gradient --claim dp:clip=C,noise=S")
     device = get_device(args.device)
     data = load_dataset(args.dataset)
     attribute, _ = _column(data, args.attribute)
+    from types import SimpleNamespace
+
+    check_game_plan("attribute", data, batch_sizes=[args.batch_size], trials=args.trials, rounds=args.rounds,
+                    defense=args.defense, adaptive=args.adaptive, device=device, seed=args.seed,
+                    adversary=SimpleNamespace(name="informed", sims=32))
     res = audit_attribute(data, canary=args.canary, defense=args.defense, adaptive=args.adaptive,
                           trials=args.trials, batch_size=args.batch_size, rounds=args.rounds, delta=args.delta,
-                          attribute=attribute, device=device, seed=args.seed, progress=args.progress)
+                          attribute=attribute, device=device, seed=args.seed,
+                          progress=args.progress or (not args.json and sys.stderr.isatty()))   # crafting's bar
     out = {"game": args.game, "dataset": info.name, "attribute": attribute, **res.to_dict(),
            "device": str(device)}
     if args.json:

@@ -47,11 +47,23 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
     if not vals or any(v < 1 for v in vals):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    twice = sorted({v for v in vals if vals.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; list each value "
+                                         "once")
     return vals
 
 
+#: What every --help says of infinite numbers in --json.
+JSON_NOTE = ("--json is strict JSON: an infinite number (e.g. the PSNR of an exact reconstruction, the epsilon of "
+             "a release without noise) is null with a field NAME_infinite: 1 beside it")
+
+
 def print_json(obj) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    """``obj`` as strict JSON on stdout: infinite numbers as ``null`` marked by ``<name>_infinite`` (1 or -1)."""
+    from ..results import _jsonable
+
+    json.dump(_jsonable(obj), sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -75,6 +87,47 @@ def add_defense_arguments(p) -> None:
                    help="the adversary knows the defense and simulates it (default: static, it ignores it)")
 
 
+#: Adversaries that read no gradient or never simulate the defense: --adaptive changes nothing for them.
+IGNORES_DEFENSE = {
+    "phi": "the phi adversary reads no gradient (the target's other features alone)",
+    "loss": "the loss adversary reads the model's loss on the target, not the defended release, and simulates nothing",
+}
+
+
+def check_adaptive(args, adversary: str | None = None) -> None:
+    """Refuse ``--adaptive`` where it changes nothing: without ``--defense``, or with an adversary that ignores it."""
+    if not getattr(args, "adaptive", False):
+        return
+    defense = getattr(args, "defense", None)
+    if defense is None or getattr(defense, "name", None) == "none":
+        raise ValueError("--adaptive has no effect without --defense (an adaptive adversary simulates the defense "
+                         "it knows); add --defense SPEC or drop --adaptive")
+    if adversary in IGNORES_DEFENSE:
+        raise ValueError(f"--adaptive has no effect with --adversary {adversary}: {IGNORES_DEFENSE[adversary]}; "
+                         "drop --adaptive or choose another --adversary")
+
+
+def check_game_plan(game: str, data, *, batch_sizes, trials: int, rounds: int = 1, clients: int = 1, defense=None,
+                    adaptive: bool = False, adversary=None, device=None, observe: str | None = None,
+                    secrets: int = 2, seed: int = 0) -> None:
+    """Check the largest batch size of a command's game against the data and the memory, naming its options.
+
+    The same check as the library's (:func:`leaklab.validate.check_game_sizes`), made once for the
+    whole command before its first game, on the challenger's pool and the default model.
+    """
+    from ..defenses import as_defense
+    from ..games import default_model
+    from ..validate import check_game_sizes
+
+    _, pool = data.split(0.5, seed=seed)
+    model = default_model(data, seed=seed, device="cpu")
+    flags = {"batch_size": "--batch-size", "trials": "--trials", "clients": "--clients", "shadows": "--shadows",
+             "rounds": "--rounds"}
+    check_game_sizes(game, pool, model, batch_size=max(batch_sizes), trials=trials, rounds=rounds, clients=clients,
+                     defense=as_defense(defense), adaptive=adaptive, adversary=adversary, device=device,
+                     observe=observe, secrets=secrets, names=flags)
+
+
 def defense_json(defense, adaptive: bool, *, delta: float = 1e-5, steps: int = 1) -> dict:
     """What ``--json`` says of the defense: its config, ``adaptive``, and for DP the privacy spent."""
     from ..defenses import as_defense
@@ -91,38 +144,11 @@ def defense_json(defense, adaptive: bool, *, delta: float = 1e-5, steps: int = 1
 # -- checks made before a command starts its work ------------------------------------------------
 
 def check_out_dir(path, flag: str = "--out"):
-    """The output folder ``path``, created if missing, after checking it can be written; else a ValueError.
+    """The output folder ``path``, created if missing, after checking it can be written; else a ValueError
+    naming ``flag`` and the fix (see :func:`leaklab.validate.check_out_folder`)."""
+    from ..validate import check_out_folder
 
-    Refused in one line: a file in the way (``path`` or one of its parents is a file),
-    a missing parent folder (only the last part of the path is created, so that a typo
-    does not create a tree of folders), no permission to write.
-    """
-    import os
-    from pathlib import Path
-
-    if path is None:
-        return None
-    text = str(path)
-    if not text.strip():
-        raise ValueError(f"{flag} must name a folder, got an empty string")
-    p = Path(text).expanduser()
-    for parent in [p, *p.parents]:
-        if parent.exists() and not parent.is_dir():
-            where = "" if parent == p else f" (in the way of {text})"
-            raise ValueError(f"{flag} {text}: {parent} is a file, not a folder{where}")
-    if not p.exists():
-        parent = p.parent if str(p.parent) else Path(".")
-        if not parent.exists():
-            raise ValueError(f"{flag} {text}: the parent folder {parent} does not exist; create it first")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {text}: no permission to create a folder in {parent}")
-        try:
-            p.mkdir()
-        except OSError as exc:
-            raise ValueError(f"{flag} {text}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {text}: no permission to write in this folder")
-    return p
+    return check_out_folder(path, flag)
 
 
 def available_memory(device) -> int | None:

@@ -3,11 +3,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (add_defense_arguments, available_memory, check_out_dir, defense_json, gigabytes, int_list,
-                     positive_int, print_json)
+from .common import (JSON_NOTE, add_defense_arguments, available_memory, check_adaptive, check_game_plan,
+                     check_out_dir, defense_json, gigabytes, int_list, positive_int, print_json)
 
 #: Above this many rounds in all (batch sizes x the largest --rounds), a short probe estimates the time.
 PROBE_ABOVE = 200
+
+#: What --help says of each field of --json.
+OUTPUT_FIELDS = (
+    "Output (--json fields): results, one per batch size (and number of rounds): auroc, the adversary's AUROC, "
+    "with auroc_ci, its 95% confidence interval (Hanley-McNeil for two secret values, else a bootstrap over "
+    "the trials); accuracy (its guess is the most likely secret); advantage (the best TPR - FPR over "
+    "thresholds; one-vs-rest average for more than two values); in the attribute game on "
+    "tabular data, baseline_auroc, baseline_auroc_ci and baseline_accuracy of the phi adversary (the target's "
+    "other features and label alone, no gradient) and gain_over_phi = auroc - baseline_auroc, the leakage of "
+    "the release itself. Membership: tpr_at_1pct_fpr and tpr_at_0.1pct_fpr (the true-positive rate at a "
+    "false-positive rate of 1% and 0.1%); tracing: tpr_at_1pct_fpr is null, as the secret (which of the "
+    "clients) has more than two values, and chance is 1 / clients. With --defense dp: epsilon (adding or "
+    "removing one record) and epsilon_replace (replacing one record), both from the RDP accountant at delta, "
+    "sample rate 1, one step per observed round; game_epsilon and game_neighbours say which of them bounds "
+    "the game (the attribute game's worlds differ in one record's value: replace-one; the property, "
+    "distribution and user games change several records, which no record-level epsilon bounds); membership "
+    "and tracing report theirs under privacy (epsilon for the game's own neighbours, epsilon_add_remove or "
+    "epsilon_replace for the other relation, accountant, steps, sample_rate). " + JSON_NOTE + ".")
 
 GAME_NAMES = ("attribute", "property", "distribution", "user", "membership", "tracing")
 
@@ -16,8 +34,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "game", help="play an inference game (attribute, property, distribution, user, membership, tracing)",
         description="Play an inference game against released gradients and report the adversary's "
-                    "AUROC (with a 95%% confidence interval) and accuracy for each batch size and "
-                    "number of observed rounds.")
+                    "AUROC (with a 95% confidence interval) and accuracy for each batch size and "
+                    "number of observed rounds.",
+        epilog=OUTPUT_FIELDS)
     p.add_argument("game", choices=GAME_NAMES, help="the secret to infer")
     p.add_argument("--dataset", required=True, help="a dataset that declares the game (see 'leaklab data list')")
     p.add_argument("--attribute", help="the sensitive attribute (default: the dataset's first)")
@@ -38,7 +57,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     p.add_argument("--out", metavar="DIR", help="write DIR/game_<game>_<dataset>.png and .jsonl")
-    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object (fields below)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     add_defense_arguments(p)
     p.set_defaults(func=cmd_game)
@@ -54,7 +73,11 @@ def cmd_game(args) -> int:
     from .membership import cmd_membership_tracing
     if args.game in ("membership", "tracing"):
         return cmd_membership_tracing(args)
+    from .membership import refuse_foreign_options
+
     args.adversary = args.adversary or "shadow"
+    refuse_foreign_options(args, args.game)
+    check_adaptive(args, args.adversary)
     device = get_device(args.device)
     info = dataset_info(args.dataset)
     # check everything before any data is loaded or downloaded
@@ -160,7 +183,7 @@ def _check_resources(args, game, data, device) -> None:
     import sys
     import time
 
-    from ..games import play
+    from ..games import make_adversary, play
 
     top = max(args.rounds)
     secrets = max(len(game.secret_names(data)), 2)
@@ -171,6 +194,10 @@ def _check_resources(args, game, data, device) -> None:
         raise ValueError(f"--rounds {top} x --trials {args.trials} keeps about {gigabytes(top * per_round)} of "
                          f"scores, more than half the {gigabytes(free)} free; use --rounds {fit} or fewer "
                          f"(or fewer --trials)")
+    # then every size (batch, trials, rounds, the adversary's simulations) against the memory of the whole game
+    check_game_plan(args.game, data, batch_sizes=args.batch_size, trials=args.trials, rounds=top,
+                    defense=args.defense, adaptive=args.adaptive, adversary=make_adversary(args.adversary),
+                    device=device, secrets=secrets, seed=args.seed)
     total = top * len(args.batch_size)
     if total <= PROBE_ABOVE:
         return

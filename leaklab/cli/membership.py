@@ -7,7 +7,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import positive_int, print_json
+from .common import check_adaptive, check_game_plan, check_out_dir, positive_int, print_json
+
+#: The options of the membership and tracing games, and the games or adversaries they belong to.
+#: What each membership adversary observes (the default --observe).
+OBSERVES = {"alignment": "release", "loss": "model", "lira": "model", "lira-offline": "model"}
+MEMBERSHIP_ONLY = ("observe", "train_size", "train_steps", "shadows")
+TRACING_ONLY = ("clients", "local_steps")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def refuse_foreign_options(args, game: str) -> None:
+    """Refuse an option of the membership or tracing game given to another game (it would be ignored)."""
+    own = {"membership": MEMBERSHIP_ONLY, "tracing": TRACING_ONLY}.get(game, ())
+    for key in MEMBERSHIP_ONLY + TRACING_ONLY:
+        if key not in own and getattr(args, key, None) is not None:
+            where = "the membership game" if key in MEMBERSHIP_ONLY else "the tracing game"
+            raise ValueError(f"{_flag(key)} belongs to {where}; the {game} game would ignore it")
 
 
 def add_arguments(p) -> None:
@@ -22,9 +41,9 @@ def add_arguments(p) -> None:
                         "observes; release for alignment)")
     g.add_argument("--train-size", type=positive_int, default=None,
                    help="membership on the model: records the target model trains on (default trials/2)")
-    g.add_argument("--train-steps", type=positive_int, default=300,
+    g.add_argument("--train-steps", type=positive_int, default=None,
                    help="membership on the model: SGD steps of the target and shadow models (default 300)")
-    g.add_argument("--shadows", type=positive_int, default=16,
+    g.add_argument("--shadows", type=positive_int, default=None,
                    help="LiRA: shadow models, trained together (default 16)")
 
 
@@ -47,6 +66,7 @@ def cmd_membership_tracing(args) -> int:
 
     device = get_device(args.device)
     info = dataset_info(args.dataset)
+    refuse_foreign_options(args, args.game)
     if args.attribute:
         raise ValueError(f"the {args.game} game takes no --attribute")
     if args.rounds != [1]:
@@ -55,24 +75,38 @@ def cmd_membership_tracing(args) -> int:
     if args.game == "tracing":
         if args.adversary not in (None, "alignment", "loss"):
             raise ValueError(f"--adversary {args.adversary} does not play the tracing game; choose alignment or loss")
-        if args.observe or args.train_size:
-            raise ValueError("--observe and --train-size belong to the membership game")
         clients = 8 if args.clients is None else args.clients
         make_game("tracing", info, clients=clients)            # checks before any data is loaded
         opts["clients"] = clients
         opts["local_steps"] = args.local_steps or 1
+        adversary, observe = args.adversary or "alignment", None
     else:
-        if args.clients is not None or args.local_steps is not None:
-            raise ValueError(f"--{'clients' if args.clients is not None else 'local-steps'} belongs to the "
-                             "tracing game")
-        if args.adversary in ("informed", "shadow"):
+        if args.adversary in ("informed", "shadow", "combined", "phi"):
             raise ValueError(f"--adversary {args.adversary} does not play the membership game; "
                              "choose alignment, loss, lira or lira-offline")
         make_game("membership", info)
-        opts.update(observe=args.observe, train_size=args.train_size, train_steps=args.train_steps)
-        if args.adversary in ("lira", "lira-offline"):
-            opts["adversary_options"] = {"shadows": args.shadows}
+        observe = args.observe or OBSERVES.get(args.adversary, "release")
+        adversary = args.adversary or {"release": "alignment", "model": "lira"}[observe]
+        if args.shadows is not None and adversary not in ("lira", "lira-offline"):
+            raise ValueError(f"--shadows sets LiRA's shadow models; the {adversary} adversary trains none "
+                             "(use --adversary lira or lira-offline)")
+        if observe == "release" and (args.train_size is not None or args.train_steps is not None):
+            raise ValueError(f"--{'train-size' if args.train_size is not None else 'train-steps'} sets the "
+                             "training of the target model, observed with --observe model; the release game "
+                             "(--observe release) trains none")
+        opts.update(observe=args.observe, train_size=args.train_size,
+                    train_steps=300 if args.train_steps is None else args.train_steps)
+        if adversary in ("lira", "lira-offline"):
+            opts["adversary_options"] = {"shadows": 16 if args.shadows is None else args.shadows}
+    check_adaptive(args, adversary)
+    check_out_dir(args.out)                                   # before any work
     data = load_dataset(args.dataset)
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(name=adversary, shadows=opts.get("adversary_options", {}).get("shadows", 0))
+    check_game_plan(args.game, data, batch_sizes=args.batch_size, trials=args.trials, clients=opts.get("clients", 1),
+                    defense=getattr(args, "defense", None), adversary=plan, device=device, observe=observe,
+                    seed=args.seed)
     play = play_tracing if args.game == "tracing" else play_membership
     runs = [play(data, adversary=args.adversary, batch_size=b, trials=args.trials, seed=args.seed,
                  device=device, progress=args.progress, **opts, **_defense_args(args))
@@ -90,6 +124,10 @@ def cmd_membership_tracing(args) -> int:
               {"observe": runs[0].config["observe"]}),
            **({"privacy": runs[0].config["privacy"]} if "privacy" in runs[0].config else {}),
            "results": results}
+    if args.game == "tracing":
+        out["notes"] = {"tpr_at_1pct_fpr": "null: the secret (which of the clients holds the target) has more than "
+                                           "two values, and a true-positive rate at a false-positive rate needs "
+                                           "a yes/no secret"}
     if args.out:
         from ..results import write_records
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (add_defense_arguments, available_memory, check_out_dir, defense_json, gigabytes,
-                     positive_int, print_json)
+from .common import (JSON_NOTE, add_defense_arguments, available_memory, check_adaptive, check_out_dir,
+                     defense_json, gigabytes, positive_int, print_json)
 
 
 def register(sub) -> None:
@@ -40,7 +40,17 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--out", metavar="DIR", help="write a figure of inputs and reconstructions to DIR")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of a table: the run's config; summary, over all images: "
+                        "images, psnr_mean (each PSNR capped at 100 dB), psnr_median, ssim_mean, mse_mean, "
+                        "label_accuracy (null when the attack recovers no labels), success_rate_30db, seconds, "
+                        "seconds_per_trial; trials, one entry each with the means over its batch: psnr, mse, ssim, "
+                        "label_accuracy, loss (the final matching loss; null for attacks without one), "
+                        "psnr_records (one per record), recovered_exactly (attacks that certify records); with "
+                        "DP-SGD, epsilon (add or remove a record) and epsilon_replace (replace one) at delta, RDP "
+                        "accountant, one release at sample rate 1. An exact reconstruction has an infinite PSNR: "
+                        "null, with psnr_infinite: 1 beside it (psnr_records_infinite: 1 at the exact records). "
+                        + JSON_NOTE)
     add_defense_arguments(p)
     from . import malicious
 
@@ -109,6 +119,7 @@ def cmd_reconstruct(args) -> int:
     from ..runtime import get_device
 
     device = get_device(args.device)
+    check_adaptive(args)
     check_out_dir(args.out)                  # before any work: a file in the way, no permission, ...
     from . import malicious
 
@@ -253,58 +264,12 @@ def check_image_sizes(paths: list[str]) -> None:
                              f"{MAX_IMAGE_SIDE} on a side); add --image-size 32")
 
 
-def _activations(net, input_shape) -> int:
-    """Elements output by the leaf modules of ``net`` for one record (a forward pass on the meta device)."""
-    import torch
-
-    total = [0]
-
-    def hook(_mod, _inp, out):
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel()
-
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        net(torch.zeros(1, *input_shape, device="meta"))
-    except Exception:  # noqa: BLE001  (a model that cannot run on meta: fall back to the input size)
-        total[0] = 0
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
-
-
 def estimate_bytes(attack: str, model: str, input_shape, num_classes: int, trials: int, batch_size: int) -> int:
-    """A rough estimate of the memory a reconstruction run needs.
-
-    Per trial, an optimisation attack holds the model's parameters ``P`` and released
-    gradient several times over (stacked per trial, repeated per restart, inner and
-    outer gradient), and per record its L-BFGS or Adam state over the ``D`` input values
-    and the ``A`` activations of the double backward pass: about
-    ``restarts * (250 B D + 16 P + 8 B A)`` floats. The constants are fitted to the
-    peak memory of LeNet, ConvNet and ResNet runs on 32x32 and 64x64 images (within
-    about 25%). The model is built on the meta device, so nothing is allocated.
-    """
-    import inspect
-    import math
-
-    import torch
-
+    """A rough estimate of the memory a reconstruction run needs: :func:`leaklab._memory.reconstruction_bytes`."""
+    from .._memory import reconstruction_bytes
     from ..attacks import get_attack
-    from ..models import build_model, num_parameters
 
-    with torch.device("meta"):
-        net = build_model(model, input_shape, num_classes, seed=0)
-    params, acts = num_parameters(net), _activations(net, input_shape)
-    d = math.prod(input_shape)
-    sig = inspect.signature(get_attack(attack)).parameters
-    restarts = sig["restarts"].default if "restarts" in sig else 1
-    if "iters" in sig:
-        per_trial = 4 * restarts * (250 * batch_size * d + 16 * params + 8 * batch_size * acts)
-    else:
-        per_trial = 4 * (8 * batch_size * d + 8 * params + 4 * batch_size * acts)
-    return 150 * 2**20 + trials * per_trial
+    return reconstruction_bytes(get_attack(attack), model, input_shape, num_classes, trials, batch_size)
 
 
 def check_resources(args, input_shape, num_classes: int, device, *, from_images: bool) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import positive_int, print_json
+from .common import JSON_NOTE, check_out_dir, positive_int, print_json
 
 
 def _attacks(text: str) -> list[str]:
@@ -11,11 +11,14 @@ def _attacks(text: str) -> list[str]:
 
     from ..metrics.privacy_loss import ATTACKS
 
-    vals = [t.strip() for t in text.split(",") if t.strip()]
+    vals = [t.strip() for t in text.split(",")]
     bad = [v for v in vals if v not in ATTACKS]
     if not vals or bad:
-        raise argparse.ArgumentTypeError(f"expected attacks among {', '.join(ATTACKS)} (comma-separated), "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected attacks among {', '.join(ATTACKS)} (comma-separated, no empty "
+                                         f"item), got {text!r}")
+    twice = sorted({v for v in vals if vals.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given twice in {text!r}; list each attack once")
     return vals
 
 
@@ -42,7 +45,16 @@ def register(sub) -> None:
                    help="also print defense NAME's accuracy minus the best other defense's at equal privacy "
                         "loss, paired per seed (e.g. --gap spn)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
-    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison as one JSON object: points, one per (defense, strength, attack, "
+                        "seed), with accuracy (test accuracy of the federated model), privacy_loss (0: the "
+                        "release carries nothing, 1: the attack succeeds fully), privacy_loss_null (its 95%% "
+                        "interval when the release carries nothing), and for DP-SGD epsilon_attacked (the "
+                        "attacked release: target present, sample rate 1; add/remove for reconstruction, "
+                        "replace-one for membership and tracing) and epsilon_training (the training: Poisson "
+                        "add/remove at q = batch / shard, rounds x local steps; both RDP at delta 1e-5; null "
+                        "for other defenses); comparison: the best accuracy at each --levels loss (null: "
+                        "unreachable) with its 95%% CI across seeds (null with one seed). " + JSON_NOTE)
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=cmd_tradeoff)
 
@@ -53,14 +65,17 @@ def cmd_tradeoff(args) -> int:
     from ..data import dataset_info
     from ..runtime import get_device
     from ..tradeoff import (RECORDS_FILE, compare_at_equal_loss, expand_defenses, gap_at_equal_loss, json_key,
-                            plot_tradeoff, sweep_tradeoff)
+                            plot_tradeoff, settings_for, sweep_tradeoff)
 
     try:
-        levels = [float(t) for t in args.levels.split(",") if t.strip()]
+        levels = [float(t) for t in args.levels.split(",")]
     except ValueError:
-        raise ValueError(f"--levels must be comma-separated numbers in [0, 1], got {args.levels!r}") from None
+        raise ValueError(f"--levels must be comma-separated numbers in [0, 1] with no empty item, got "
+                         f"{args.levels!r}") from None
     if not levels or any(not 0 <= v <= 1 for v in levels):
         raise ValueError(f"--levels must be comma-separated numbers in [0, 1], got {args.levels!r}")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"--levels lists a level twice ({args.levels!r}); list each once")
     info = dataset_info(args.dataset)
     if "reconstruction" in args.attack and info.modality != "image":
         raise ValueError(f"--attack reconstruction needs images; dataset {info.name!r} holds {info.modality} "
@@ -69,6 +84,11 @@ def cmd_tradeoff(args) -> int:
     if args.gap is not None and args.gap not in {f for f, _, _, _ in points}:
         raise ValueError(f"--gap {args.gap!r} is not among the defenses swept "
                          f"({', '.join(sorted({f for f, _, _, _ in points}))})")
+    from ..validate import check_sweep_plan
+
+    check_out_dir(args.out)                                # before any work, naming --out
+    check_sweep_plan(args.out, RECORDS_FILE, points=len(points), seeds=args.seeds, attacks=len(args.attack),
+                     settings=settings_for(), flag="--out")
     device = get_device(args.device)
     records = sweep_tradeoff(args.dataset, args.defense, attacks=args.attack, adaptive=args.adaptive,
                              seeds=args.seeds, out=args.out, device=device, progress=args.progress)

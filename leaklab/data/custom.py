@@ -306,6 +306,33 @@ def from_arrays(x, y, *, sensitive=None, users=None, name: str = "custom", modal
 
 # -- from a pandas DataFrame --------------------------------------------------------------------
 
+def _refuse_numbers_as_text(df, col: str) -> None:
+    """A feature column of text whose values are (mostly) numbers: refused, instead of coding each number as a category.
+
+    Numbers read as text (a CSV column with a stray ``"n/a"``, or read with ``dtype=str``)
+    would become unordered category codes: ``"9"`` after ``"10"``, the distance between
+    values lost. Every value a number: convert the column; a few that are not: fix them.
+    """
+    import pandas as pd
+
+    s = df[col]
+    if not (pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s)) or s.isna().any():
+        return
+    text = s.astype(str).str.strip()
+    num = pd.to_numeric(text, errors="coerce")
+    ok = int(num.notna().sum())
+    if ok == len(s):
+        raise ValueError(f"feature column {col!r} holds numbers written as text (e.g. {text.iloc[0]!r}), which "
+                         f"would be coded as unordered categories; convert it first: "
+                         f"df[{col!r}] = pd.to_numeric(df[{col!r}]) (or df[{col!r}].astype('category') if the "
+                         "numbers are names)")
+    if ok * 2 > len(s):
+        bad = text[num.isna()]
+        raise ValueError(f"feature column {col!r} holds numbers and {len(bad)} text value(s) (e.g. "
+                         f"{bad.iloc[0]!r} at index {bad.index[0]!r}), which would code every value as a category; "
+                         f"fix or drop those rows, then df[{col!r}] = pd.to_numeric(df[{col!r}])")
+
+
 def _column_codes(df, col: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """The numeric values of column ``col``: numbers as they are, categories coded 0..K-1 (with names)."""
     import pandas as pd
@@ -394,6 +421,7 @@ def from_pandas(df, label: str, *, sensitive: str | Sequence[str] = (), users: s
 
     x_cols, categories = [], {}
     for c in feats:
+        _refuse_numbers_as_text(df, c)
         vals, names = _column_codes(df, c)
         x_cols.append(vals.astype(np.float32))
         if names is not None:

@@ -72,6 +72,7 @@ from ..metrics.classification import tpr_at_fprs
 from ..release import objective_of, shared_names
 from ..results import Record
 from ..runtime import get_device
+from ..validate import check_game_sizes
 from .adversaries import Adversary, make_adversary, register_adversary
 from .games import Game, Trials, register_game
 from .protocol import GameResult, Knowledge, Observation, checked_dataset, set_up_players
@@ -628,6 +629,8 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     adv.check(game, dataset.info)
     defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
                                                device=dev)
+    check_game_sizes("membership", pool, model, batch_size=batch_size, trials=trials, clients=clients,
+                     defense=defense, adversary=adv, device=dev, observe=observe)
     gen = torch.Generator().manual_seed(seed)
     recipe = {"steps": train_steps, "lr": lr, "batch_size": train_batch_size, "momentum": momentum}
     config = {"observe": observe, "clients": clients, "engine": engine, "defense": defense.config(),

@@ -46,6 +46,7 @@ from ..release import memory_chunk, release, shared_names
 from ..metrics.classification import InferenceScore, score_guesses
 from ..results import Record
 from ..runtime import get_device
+from ..validate import check_game_sizes
 from .games import Game, Trials, make_game
 
 __all__ = ["Defense", "identity", "Knowledge", "Observation", "GameResult", "release_gradients",
@@ -560,6 +561,8 @@ def play(game: str | Game, dataset: str | Dataset, *, adversary: str = "shadow",
         raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
     defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
                                                device=dev)
+    check_game_sizes(game.name, pool, model, batch_size=batch_size, trials=trials, rounds=rounds, clients=clients,
+                     defense=defense, adaptive=adaptive, adversary=adv, device=dev, secrets=game.num_secrets(pool))
     names = game.secret_names(pool)
     if steps_per_round is not None:
         check_positive_int("steps_per_round", steps_per_round, minimum=0)

@@ -16,6 +16,8 @@ def _ints(name: str, values) -> list[int]:
     values = list(values)
     if not values:
         raise ValueError(f"{name} must hold at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} lists a value twice: {values}; list each once")
     return [check_positive_int(name, v) for v in values]
 
 

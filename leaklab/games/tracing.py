@@ -43,6 +43,7 @@ from ..data import Dataset
 from ..fl import parameters_of, train
 from ..release import shared_names
 from ..runtime import get_device
+from ..validate import check_game_sizes
 from .adversaries import Adversary, make_adversary
 from .games import Game, Trials, make_game, register_game
 from .membership import _other_records
@@ -152,6 +153,8 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
     adv.check(game, dataset.info)
     defense, aux, pool, model = set_up_players(dataset, defense, model, aux_fraction=aux_fraction, seed=seed,
                                                device=dev)
+    check_game_sizes("tracing", pool, model, batch_size=batch_size, trials=trials, clients=clients,
+                     defense=defense, adversary=adv, device=dev)
     if warmup_steps:
         train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
     gen = torch.Generator().manual_seed(seed)
