@@ -3,7 +3,7 @@
 For every defense, every strength on its grid and every seed, :func:`sweep_tradeoff`
 
 1. trains a model by federated learning with every client releasing through the
-   defense (:func:`leaklab.federated.train_federated`) and measures its test accuracy;
+   defense (:func:`leaklab.fl.train_federated`) and measures its test accuracy;
 2. attacks the releases of that trained model with each requested attack, through
    the same defense (an *adaptive* adversary simulates it), and puts the result on
    the privacy-loss scale of :mod:`leaklab.metrics.privacy_loss`:
@@ -274,7 +274,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     """
     from ._progress import tqdm
 
-    from .federated import train_federated
+    from .fl import train_federated
     from .runtime import get_device
 
     attacks = [attacks] if isinstance(attacks, str) else list(attacks)
@@ -298,7 +298,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
         subset_seed = 0
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(subset_seed))
                            [:s["records"]])
-    from . import __version__
+    from ._version import __version__
 
     used = {"name": data.name, "records": len(data), "subset_seed": subset_seed,
             "sha256": fingerprint(data.x, data.y)}                       # the data actually used, not its name

@@ -157,7 +157,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
             num_classes = check_model(model, tuple(images.shape[1:])) if isinstance(model, nn.Module) else 10
         check_positive_int("num_classes", num_classes, minimum=2)
         n = images.shape[0]
-        idx = (torch.arange(trials)[:, None] * batch_size + torch.arange(batch_size)[None, :]) % n
+        step = torch.arange(batch_size, device=images.device)
+        idx = (torch.arange(trials, device=images.device)[:, None] * batch_size + step[None, :]) % n
         xs, ys = images[idx], torch.randint(num_classes, (trials, batch_size), generator=gen)
         source = "images"
     else:

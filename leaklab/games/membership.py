@@ -74,7 +74,8 @@ from ..results import Record
 from ..runtime import get_device
 from .adversaries import Adversary, make_adversary, register_adversary
 from .games import Game, Trials, register_game
-from .protocol import GameResult, Knowledge, Observation, checked_dataset, set_up_players
+from .challenger import checked_dataset, set_up_players
+from .types import GameResult, Knowledge, Observation
 
 __all__ = ["MembershipGame", "MembershipResult", "AlignmentAdversary", "LossAdversary", "LiRAAdversary",
            "train_stacked", "stacked_init", "play_membership", "OBSERVE", "DEFAULT_ADVERSARY"]
@@ -104,7 +105,7 @@ def server_sum(model: nn.Module, data: Dataset, idx: torch.Tensor, target: torch
     when it is in the first client's batch.
     """
     from ..fl import secure_sum
-    from .protocol import release_gradients
+    from .challenger import release_gradients
 
     check_positive_int("clients", clients)
     dev = get_device(device)
@@ -574,8 +575,6 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     ``adversary`` defaults to the strongest for ``observe`` (``alignment``, ``lira``);
     ``observe`` defaults to what the adversary observes.
     """
-    from .protocol import play as _play_signature  # noqa: F401  (the keyword names follow play's)
-
     for k, v in unused.items():
         if v not in (None, {}, 0, 1) and k not in ("steps_per_round", "rounds", "game_options", "attribute"):
             raise ValueError(f"the membership game takes no option {k}={v!r}")
