@@ -245,15 +245,18 @@ def _epsilons(attack: str, defense, run, s: dict, train_size: int) -> dict:
     delta = run.config["delta"]
     shard = train_size // s["clients"]
     steps = s["rounds"] * (s["local_steps"] if s["protocol"] == "fedavg" else 1)
+    from .privacy.accounting import PrivacyEvent
+
     relation, releases, which = _ATTACKED[attack]
-    p = defense.privacy(delta=delta, sample_rate=1.0, steps=releases, accountant=run.accountant)
+    event = PrivacyEvent(defense.noise, 1.0, releases, "replace-one" if which == "epsilon_replace" else "add/remove")
     return {
         "epsilon_training": run.epsilon, "epsilon_training_accountant": run.accountant, "delta": delta,
         "epsilon_training_neighbours": "add/remove one record of a client's shard",
         "epsilon_training_sampling": (f"Poisson sampling at q = batch/shard = {s['batch_size']}/{shard} over "
                                       f"{steps} steps, as the accountant assumes; the batches are of fixed size, "
                                       "drawn without replacement (an approximation)"),
-        "epsilon_attacked": p[which], "epsilon_attacked_accountant": run.accountant,
+        "epsilon_attacked": event.epsilon(delta=delta, accountant=run.accountant),
+        "epsilon_attacked_accountant": run.accountant,
         "epsilon_attacked_neighbours": relation,
         "epsilon_attacked_sampling": f"none: the target is in the release (q = 1, {releases} release(s))",
     }

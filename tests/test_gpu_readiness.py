@@ -48,7 +48,7 @@ ALLOWED = {
     ("cli/reconstruct.py", "warn_if_not_converged"): "as_tensor keeps a tensor's device; lists are host flags",
     # Host-side numbers, used as Python floats or returned as CPU summaries.
     ("fl/rounds.py", "aggregate"): "client weights, used as Python floats",
-    ("theory/linear.py", "noise_sweep"): "the sigmas and the returned curves are host summaries",
+    ("theory/layers.py", "noise_sweep"): "the sigmas and the returned curves are host summaries",
     # A numpy estimator (scikit-learn's interface): numpy in, numpy out, on the CPU throughout.
     ("metrics/_logistic.py", "*"): "numpy in, numpy out: its tensors are made from numpy on the CPU",
     # The receiver was moved to the CPU a line earlier.

@@ -320,14 +320,15 @@ def attribute_accountant_epsilon(defense, *, delta: float, rounds: int, accounta
     target's attribute replaces its clipped gradient by another, which moves the sum
     by up to ``2C``: a Gaussian mechanism with sensitivity ``2C`` and noise ``sigma C``,
     the same as sensitivity ``C`` with noise multiplier ``sigma / 2``. So the epsilon of
-    the attribute game is the accountant's at ``sigma / 2``.
+    the attribute game is the accountant's at ``sigma / 2`` (:mod:`leaklab.privacy.accounting`'s
+    replace-one event).
     """
     from ..defenses import DPSGD
+    from ..privacy.accounting import PrivacyEvent
 
     if not isinstance(defense, DPSGD):
         raise TypeError(f"defense must be a DP-SGD defense, got {type(defense).__name__}")
-    return DPSGD(clip=defense.clip, noise=defense.noise / 2).epsilon(delta=delta, sample_rate=1.0,
-                                                                      steps=rounds, accountant=accountant)
+    return PrivacyEvent(defense.noise, 1.0, rounds, "replace-one").epsilon(delta=delta, accountant=accountant)
 
 
 @dataclass

@@ -349,6 +349,7 @@ def from_pandas(cls, df, label: str, *, sensitive: str | Sequence[str] = (), use
     ``info.attribute_features``, so the informed adversary can play the attribute game).
 
     >>> import pandas as pd
+    >>> from leaklab.data import Dataset
     >>> df = pd.DataFrame({"age": [30, 41, 52, 63] * 10, "sex": ["F", "M"] * 20,
     ...                    "smoker": [True, False, False, True] * 10, "ill": ["no", "yes"] * 20})
     >>> ds = Dataset.from_pandas(df, label="ill", sensitive="sex", name="clinic")

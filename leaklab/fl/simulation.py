@@ -37,6 +37,7 @@ from torch.func import functional_call
 from .._checks import check_choice, check_positive_int
 from ..data import Dataset
 from ..defenses.base import as_defense
+from ..privacy.accounting import PrivacyEvent
 from ..release import shared_names
 from ..runtime import get_device
 from .local import defended_gradients, local_sgd
@@ -183,8 +184,7 @@ def train_federated(model: nn.Module, data: Dataset, *, test: Dataset | None = N
     if defense.name == "dp":
         acc_name = accountant
         noisy_steps = rounds * (local_steps if protocol == "fedavg" else 1)    # each client's noisy releases
-        eps = float(defense.epsilon(delta=delta, sample_rate=batch_size / shard, steps=noisy_steps,
-                                    accountant=accountant)) if defense.noise > 0 else math.inf
+        eps = PrivacyEvent(defense.noise, batch_size / shard, noisy_steps).epsilon(delta=delta, accountant=accountant)
     config = {"clients": clients, "rounds": rounds, "protocol": protocol, "batch_size": batch_size,
               "local_steps": local_steps, "lr": lr, "defense": defense.config(), "engine": engine,
               "shard": shard, "delta": delta, "model": type(model).__name__}

@@ -177,9 +177,9 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
                            engine=engine, generator=gen, device=dev)
     g = {k: v.reshape(T, n, *v.shape[1:]) for k, v in g.items()}
     shared = {k: theta[k] for k in shared_names(model)}
-    obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
     # each client's local model as the server can form it: the shared parameters only (a secret head never leaves)
-    obs.client_params = ({k: theta[k] - lr * g[k] for k in shared} if adv.name == "loss" else None)
+    local = {k: theta[k] - lr * g[k] for k in shared} if adv.name == "loss" else None
+    obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev), client_params=local)
     s = adv.score(obs)
     s = np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s)
     if s.shape != (T, n):

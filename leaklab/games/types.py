@@ -105,7 +105,16 @@ class Observation:
     ``params`` is ``theta_{i-1}``; ``gradients`` the released (defended) gradients,
     each ``(T, *shape)``; ``phi_x``/``phi_y`` the auxiliary information about the
     target record (attribute game on tabular data: its features with the sensitive
-    column blanked to 0, and its label), else ``None``.
+    column blanked to 0, and its label; membership and tracing: the target record),
+    else ``None``.
+
+    What some games add, each ``None`` where a game has nothing of the kind:
+
+    * ``client_params`` (tracing): each client's local model as the server can form it
+      from the release, the shared parameters with a leading ``(T, N)`` client axis;
+    * ``candidate_index``, ``model_index`` (membership, ``observe="model"``): for each
+      trial, the candidate record and the target model it asks about (``(T,)`` each);
+      the released model's ``params`` then carry a leading model axis.
     """
 
     round: int
@@ -113,6 +122,9 @@ class Observation:
     gradients: Params
     phi_x: torch.Tensor | None = None
     phi_y: torch.Tensor | None = None
+    client_params: Params | None = field(default=None, kw_only=True)
+    candidate_index: torch.Tensor | None = field(default=None, kw_only=True)
+    model_index: torch.Tensor | None = field(default=None, kw_only=True)
 
 
 @dataclass

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice, check_tensor
-from ..theory.linear import DTYPE, conv_system, fc_system
+from ..theory.layers import conv_system, fc_system
+from ..theory.system import DTYPE
 
 __all__ = ["spn_layer_errors", "bilinear_identifiability", "analyse_spn_layers", "ERROR_PARTS"]
 
