@@ -233,3 +233,10 @@ def test_modules_in_a_ring_through_a_package_import_first():
                          cwd=ROOT.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "", "modules that fail when imported first:\n" + out.stdout
+
+
+def test_modules_stay_readable():
+    # a module holds one concept: at most about 500 lines, never more than 550 (split it along its concepts)
+    long = {str(path.relative_to(ROOT.parent)): n for path, _ in module_files().values()
+            if (n := len(path.read_text().splitlines())) > 550}
+    assert not long, f"modules over 550 lines: {long}"
