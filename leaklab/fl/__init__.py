@@ -6,9 +6,11 @@ One place for every federated computation in the book:
   ``g = (1/B) sum_i grad_theta L(f_theta(x_i), y_i)`` (:mod:`leaklab.fl.gradients`:
   :func:`loss_gradient`, and :func:`batch_gradients` for many trials at once).
 * FedAvg: a client takes ``local_steps`` SGD steps from ``theta`` and releases its
-  update ``delta = theta_local - theta`` (:mod:`leaklab.fl.local`: :func:`fedavg_update`;
-  :func:`local_sgd`, the one local-SGD routine under a defense, which federated training
-  and the tracing game use too).
+  update ``delta = theta_local - theta`` (:mod:`leaklab.fl.local`: :func:`fedavg_update`).
+  One local step under a defense is :func:`defended_gradients` (the release path for the
+  shared parameters, their own gradient for secret ones) and :func:`local_sgd` takes such
+  steps: :func:`train`, :func:`train_federated`, the tracing game's FedAvg updates and the
+  membership game's target and shadow models all train with them.
 * A round: the server averages the releases (weighted by the clients' sizes); under
   secure aggregation it sees only their sum (:mod:`leaklab.fl.rounds`:
   :func:`federated_round`, :func:`aggregate`, :func:`secure_sum`).

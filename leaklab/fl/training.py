@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import grad
 
 from .._checks import check_positive_int
 from ..data import Dataset
-from ..release import is_stochastic, objective_of, release, seeded, shared_names
+from ..release import is_stochastic, objective_of, seeded
 from .gradients import _finite
+from .local import defended_gradients
 
 __all__ = ["epoch_batches", "check_training_data", "train", "accuracy"]
 
@@ -99,7 +99,6 @@ def train(model: nn.Module, data: Dataset, *, steps: int, lr: float = 0.05, batc
     loss_of = objective_of(model)
     plain = defense.name == "none" or defense.acts_on == "model"
     named = dict(model.named_parameters())
-    secret = [k for k in named if k not in set(shared_names(model))]
     batches = epoch_batches(len(data), batch_size, steps, gen)
     from .._progress import trange
 
@@ -113,12 +112,8 @@ def train(model: nn.Module, data: Dataset, *, steps: int, lr: float = 0.05, batc
                 loss_of(theta, x[idx], y[idx]).backward()
         else:
             theta = {k: v.detach() for k, v in named.items()}
-            g = release(model, x[idx][None], y[idx][None], params=theta, defense=defense,
-                        generator=noise_gen, check=False)
-            if secret:
-                with seeded(noise_gen if is_stochastic(model) else None):
-                    full = grad(loss_of)(theta, x[idx], y[idx])
-                g.update({k: full[k][None] for k in secret})
+            g = defended_gradients(model, x[idx][None], y[idx][None], theta, defense=defense,
+                                   generator=noise_gen)       # secret parameters: their own gradient
             for k, p in named.items():
                 p.grad = g[k][0].detach().clone()
         opt.step()
