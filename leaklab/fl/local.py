@@ -27,7 +27,7 @@ __all__ = ["defended_gradients", "local_sgd", "fedavg_update"]
 
 def defended_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: Mapping[str, torch.Tensor], *,
                        defense=None, generator: torch.Generator | None = None, params_batched: bool = False,
-                       engine: str = "batched", secret: str = "train") -> Params:
+                       engine: str = "batched", secret: str = "train", static_objective: bool = False) -> Params:
     """The gradients of one local SGD step for ``T`` clients (or trials) at once.
 
     ``xs (T, B, ...)``, ``ys (T, B)`` are each client's batch; ``params`` the parameters
@@ -37,15 +37,18 @@ def defended_gradients(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, par
     with ``secret="train"`` a secret parameter gets its own undefended gradient (its
     client trains it and never releases it), with ``secret="keep"`` none (it stays as
     given). ``engine="loop"`` computes each client with ordinary autograd (the oracle).
+    ``static_objective=True`` uses plain cross-entropy instead of a model-side defense's
+    objective (a static adversary's shadow models).
     """
     check_choice("secret", secret, ("train", "keep"))
     g = release(model, xs, ys, params=params, params_batched=params_batched, defense=defense,
-                generator=generator, engine=engine, check=False)
+                generator=generator, engine=engine, check=False, static_objective=static_objective)
     if secret == "train":
         shared = set(shared_names(model))
         own_names = [k for k, _ in model.named_parameters() if k not in shared]
         if own_names:
-            own = vmap(grad(objective_of(model)), in_dims=(0 if params_batched else None, 0, 0))(params, xs, ys)
+            loss = objective_of(model, static=static_objective)
+            own = vmap(grad(loss), in_dims=(0 if params_batched else None, 0, 0))(params, xs, ys)
             g.update({k: own[k] for k in own_names})
     return g
 

@@ -45,7 +45,7 @@ from ..release import shared_names
 from ..runtime import get_device
 from .adversaries import Adversary, make_adversary
 from .games import Game, Trials, make_game, register_game
-from .membership import _other_records
+from .membership.game import _other_records
 from .challenger import (ENGINES, as_game_defense, checked_dataset, release_gradients, secure_release,
                          set_up_players)
 from .types import GameResult, Knowledge, Observation
