@@ -15,7 +15,7 @@ start-up cost little more than importing torch:
 >>> leaklab.metrics.psnr.__name__
 'psnr'
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .runtime import describe_device, get_device, make_generator, seed_everything
 from .profiles import Profile, get_profile

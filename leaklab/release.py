@@ -231,7 +231,7 @@ def release(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *, params: Map
     dict
         For each shared parameter, a ``(T, *shape)`` tensor: the released gradient.
     """
-    from .defenses import as_defense
+    from .defenses.base import as_defense
 
     check_choice("engine", engine, ENGINES)
     if not isinstance(model, nn.Module):

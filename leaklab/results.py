@@ -23,7 +23,7 @@ __all__ = ["Record", "write_records", "read_records", "completed", "timed", "res
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
     return __version__
 
 

@@ -3,7 +3,7 @@
 For every defense, every strength on its grid and every seed, :func:`sweep_tradeoff`
 
 1. trains a model by federated learning with every client releasing through the
-   defense (:func:`leaklab.federated.train_federated`) and measures its test accuracy;
+   defense (:func:`leaklab.fl.train_federated`) and measures its test accuracy;
 2. attacks the releases of that trained model with each requested attack, through
    the same defense (an *adaptive* adversary simulates it), and puts the result on
    the privacy-loss scale of :mod:`leaklab.metrics.privacy_loss`:
@@ -252,15 +252,18 @@ def _epsilons(attack: str, defense, run, s: dict, train_size: int) -> dict:
     delta = run.config["delta"]
     shard = train_size // s["clients"]
     steps = s["rounds"] * (s["local_steps"] if s["protocol"] == "fedavg" else 1)
+    from .privacy.accounting import PrivacyEvent
+
     relation, releases, which = _ATTACKED[attack]
-    p = defense.privacy(delta=delta, sample_rate=1.0, steps=releases, accountant=run.accountant)
+    event = PrivacyEvent(defense.noise, 1.0, releases, "replace-one" if which == "epsilon_replace" else "add/remove")
     return {
         "epsilon_training": run.epsilon, "epsilon_training_accountant": run.accountant, "delta": delta,
         "epsilon_training_neighbours": "add/remove one record of a client's shard",
         "epsilon_training_sampling": (f"Poisson sampling at q = batch/shard = {s['batch_size']}/{shard} over "
                                       f"{steps} steps, as the accountant assumes; the batches are of fixed size, "
                                       "drawn without replacement (an approximation)"),
-        "epsilon_attacked": p[which], "epsilon_attacked_accountant": run.accountant,
+        "epsilon_attacked": event.epsilon(delta=delta, accountant=run.accountant),
+        "epsilon_attacked_accountant": run.accountant,
         "epsilon_attacked_neighbours": relation,
         "epsilon_attacked_sampling": f"none: the target is in the release (q = 1, {releases} release(s))",
     }
@@ -281,7 +284,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
     """
     from ._progress import tqdm
 
-    from .federated import train_federated
+    from .fl import train_federated
     from .runtime import get_device
 
     attacks = [attacks] if isinstance(attacks, str) else list(attacks)
@@ -306,7 +309,7 @@ def sweep_tradeoff(dataset: str | Dataset, defenses: str | Sequence[str], *, att
         subset_seed = 0
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(subset_seed))
                            [:s["records"]])
-    from . import __version__
+    from ._version import __version__
 
     used = {"name": data.name, "records": len(data), "subset_seed": subset_seed,
             "sha256": fingerprint(data.x, data.y)}                       # the data actually used, not its name

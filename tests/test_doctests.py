@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["leaklab", "leaklab.data", "leaklab.data.registry", "leaklab.models", "leaklab.metrics.privacy_loss",
-           "leaklab.tradeoff", "leaklab.games.tracing"]
+           "leaklab.tradeoff", "leaklab.games.tracing", "leaklab.privacy.accounting"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -207,3 +207,39 @@ def test_train_refuses_non_finite_data_and_foreign_labels():
         train(small, data, steps=1, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # nothing was trained
     train(model, data, steps=2, progress=False)                                     # clean data still trains
+
+
+def test_local_sgd_matches_a_loop_of_plain_sgd_steps():
+    # the one local-SGD routine (FedAvg updates, federated training, tracing): T clients at once,
+    # checked against each client's own autograd SGD steps
+    from leaklab.fl import local_sgd
+
+    data = load_dataset("digits").subset(torch.arange(24))
+    model = build_model("mlp", data.input_shape, 10, hidden=(8,), seed=0)
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+    T, B, steps, lr = 3, 4, 2, 0.3
+    xs, ys = data.x[:T * B].reshape(T, B, *data.input_shape), data.y[:T * B].reshape(T, B)
+    stacked = {k: v[None].expand(T, *v.shape).clone() for k, v in theta.items()}
+    out = local_sgd(model, stacked, [(xs, ys)] * steps, lr=lr)
+    for t in range(T):
+        p = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(torch.func.functional_call(model, p, (xs[t],)), ys[t])
+            g = torch.autograd.grad(loss, list(p.values()))
+            p = {k: (v - lr * gk).detach().requires_grad_(True) for (k, v), gk in zip(p.items(), g)}
+        for k in theta:
+            torch.testing.assert_close(out[k][t], p[k].detach(), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(out["net.1.weight"][0], theta["net.1.weight"])      # it moved
+    # under a noise defense the steps differ from the undefended ones, and the same generator seed repeats them
+    noisy = [local_sgd(model, stacked, [(xs, ys)] * steps, lr=lr, defense="noise:std=0.5",
+                       generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(noisy[0]["net.1.weight"], noisy[1]["net.1.weight"])
+    assert not torch.allclose(noisy[0]["net.1.weight"], out["net.1.weight"])
+
+
+def test_federated_module_is_an_alias_of_fl():
+    import leaklab.federated
+    import leaklab.fl
+
+    assert leaklab.federated.train_federated is leaklab.fl.train_federated
+    assert leaklab.federated.FederatedRun is leaklab.fl.FederatedRun

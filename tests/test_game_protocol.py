@@ -287,7 +287,9 @@ def test_score_receives_only_parameters_releases_and_phi():
     for i, obs in enumerate(spy.observations):
         assert type(obs) is Observation
         assert set(vars(obs)) == {f.name for f in dataclasses.fields(Observation)} \
-            == {"round", "params", "gradients", "phi_x", "phi_y"}
+            == {"round", "params", "gradients", "phi_x", "phi_y", "client_params", "candidate_index", "model_index"}
+        # the fields of other games (tracing's local models, membership's candidates) are empty here
+        assert obs.client_params is None and obs.candidate_index is None and obs.model_index is None
         assert obs.round == i + 1
         assert set(obs.params) == names and set(obs.gradients) == names
         for v in list(obs.params.values()) + list(obs.gradients.values()):

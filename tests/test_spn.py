@@ -11,7 +11,7 @@ from leaklab.attacks import get_attack, list_attacks
 from leaklab.attacks.spn import spn_adaptive, spn_matching_objective, spn_oracle, spn_static, split_release
 from leaklab.data import load_dataset
 from leaklab.defenses import list_defenses, make_defense, parse_defense
-from leaklab.defenses import spn as spn_module
+from leaklab.spn import model as spn_module
 from leaklab.defenses.spn import SPNModel, class_codes, hamming_predict, polarization_loss
 from leaklab.metrics.image import score_images
 from leaklab.release import objective_of, release, shared_names

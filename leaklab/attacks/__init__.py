@@ -7,7 +7,8 @@ from .labels import recover_labels
 from .optimization import dlg, idlg, ig, lbfgs
 from .run import ReconstructionRun, photographs, run_reconstruction
 from .byo import reconstruct
-from . import spn as _spn  # noqa: F401,E402  (registers spn_static, spn_adaptive, spn_oracle)
+# SPN's attacks live in leaklab.spn.attacks; importing it registers spn_static, spn_adaptive, spn_oracle
+from ..spn import attacks as _spn_attacks  # noqa: F401,E402
 from . import imprint as _imprint  # noqa: F401,E402  (registers imprint and trap: a malicious server's reading)
 from .malicious import run_imprint  # noqa: E402
 

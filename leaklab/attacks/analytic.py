@@ -103,7 +103,7 @@ def _agreeing_groups(gw: torch.Tensor, gb: torch.Tensor, tol: float, floor: floa
     norms = ratios.norm(dim=1)
     dist = torch.cdist(ratios, ratios) / torch.maximum(norms[:, None], norms[None, :]).clamp_min(1e-30)
     # leader clustering: the live row with the largest |bias gradient| gathers every row that agrees with it
-    free = torch.ones(idx.numel(), dtype=torch.bool)
+    free = torch.ones(idx.numel(), dtype=torch.bool, device=g.device)
     groups = []
     for i in torch.argsort(g.abs(), descending=True).tolist():
         if not free[i]:
@@ -120,8 +120,8 @@ def _isolate_one(gw: torch.Tensor, gb: torch.Tensor, count: int, tol: float, con
     """One trial of :func:`isolate_records`: ``gw`` ``(K, N)``, ``gb`` ``(K,)`` in float64."""
     N = gw.shape[-1]
     x = gw.new_zeros(count, N)
-    exact = torch.zeros(count, dtype=torch.bool)
-    labels = torch.full((count,), -1, dtype=torch.long)
+    exact = torch.zeros(count, dtype=torch.bool, device=gw.device)
+    labels = torch.full((count,), -1, dtype=torch.long, device=gw.device)
     scale = float(gb.abs().max())
     if scale == 0:
         return x, exact, labels
@@ -162,7 +162,7 @@ def _isolate_one(gw: torch.Tensor, gb: torch.Tensor, count: int, tol: float, con
             q, _ = torch.linalg.qr(torch.stack(done, 1))                  # (N, F) orthonormal basis
             novelty = (r - (r @ q) @ q.T).norm(dim=1) / r.norm(dim=1).clamp_min(1e-30)
         else:
-            novelty = torch.ones(cand.numel(), dtype=r.dtype)
+            novelty = torch.ones(cand.numel(), dtype=r.dtype, device=r.device)
         # the most novel row; among equally novel rows (nothing found yet) the largest |bias gradient|
         key = torch.round(novelty, decimals=6) * 1e6 + gb[cand].abs() / scale
         pick = int(key.argmax())

@@ -142,7 +142,7 @@ def reconstruct(model: nn.Module, grads, *, input_shape, attack: str = "idlg", l
     params, g, single = as_release(model, grads)
     T = next(iter(g.values())).shape[0]
     if labels is not None:
-        lab = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
+        lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels, device=next(iter(g.values())).device)
         if lab.is_floating_point() or lab.dtype == torch.bool or lab.ndim not in (1, 2):
             raise TypeError(f"labels must be integer class labels (a list or a 1-d tensor), got {lab.dtype} "
                             f"of shape {tuple(lab.shape)}")

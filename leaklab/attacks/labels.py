@@ -164,11 +164,11 @@ def _fit_counts(g: torch.Tensor, M: torch.Tensor, B: int, present: torch.Tensor,
     """
     T, C = g.shape
     order = torch.argsort(torch.where(present, g, torch.full_like(g, math.inf)), dim=-1)
-    take = torch.gather(present, 1, order) & (torch.arange(C) < B)
-    counts = torch.zeros(T, C, dtype=torch.long).scatter_(1, order, take.long())
+    take = torch.gather(present, 1, order) & (torch.arange(C, device=g.device) < B)
+    counts = torch.zeros(T, C, dtype=torch.long, device=g.device).scatter_(1, order, take.long())
     allowed = present if restrict else torch.ones_like(present)
     allowed = torch.where(allowed.any(-1, keepdim=True), allowed, torch.ones_like(allowed))
-    eye = torch.eye(C, dtype=g.dtype)
+    eye = torch.eye(C, dtype=g.dtype, device=g.device)
 
     def misfit(n):                                     # n (T, K, C) candidate counts -> (T, K)
         pred = torch.einsum("tcd,tkd->tkc", M, n.to(g.dtype)) / B
@@ -211,7 +211,7 @@ def label_recovery(grads: Mapping[str, torch.Tensor], *, num_classes: int, batch
     if batch_size == 1:
         labels = g.argmin(-1, keepdim=True)
         counts = torch.nn.functional.one_hot(labels[:, 0], C)
-        return LabelRecovery(labels, counts, "exact", head, True, torch.zeros(T, dtype=g.dtype))
+        return LabelRecovery(labels, counts, "exact", head, True, torch.zeros(T, dtype=g.dtype, device=g.device))
     if model is not None:
         if params is None:
             params = {k: v.detach().unsqueeze(0).expand(T, *v.shape) for k, v in model.named_parameters()}
@@ -244,14 +244,15 @@ def label_recovery(grads: Mapping[str, torch.Tensor], *, num_classes: int, batch
         sign_rule = bkey is not None or nonneg
         rows = nonneg            # non-negative features: a row of an absent class has no negative entry
     else:
-        M = (torch.full((C, C), 1.0 / C, dtype=g.dtype) - torch.eye(C, dtype=g.dtype)).expand(T, C, C)
+        M = (torch.full((C, C), 1.0 / C, dtype=g.dtype, device=g.device)
+             - torch.eye(C, dtype=g.dtype, device=g.device)).expand(T, C, C)
         estimate, fit_scale = "uniform", bkey is None   # row sums carry an unknown feature scale
         sign_rule, rows = True, False
     present = (g < 0) if sign_rule else torch.zeros_like(g, dtype=torch.bool)
     if rows:
         present = present | (grads[wkey].detach().cpu().amin(-1) < 0)
     counts, resid = _fit_counts(g, M, batch_size, present, rows, fit_scale)
-    labels = torch.repeat_interleave(torch.arange(C).repeat(T), counts.flatten()).reshape(T, batch_size)
+    labels = torch.repeat_interleave(torch.arange(C, device=counts.device).repeat(T), counts.flatten()).reshape(T, batch_size)
     dev = grads[wkey].device
     return LabelRecovery(labels.to(dev), counts.to(dev), estimate, head, sign_rule, resid,
                          info={"columns": M, "present": present, "row_test": rows})

@@ -37,7 +37,7 @@ from torch import nn
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..models import ACTIVATIONS, register_model
 from ..runtime import get_device
-from ..theory.linear import _patch_selector
+from ..theory.layers import _patch_selector
 from .analytic import fc_input_from_gradients
 from .base import Reconstruction, register_attack
 

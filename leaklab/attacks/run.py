@@ -165,7 +165,8 @@ def run_reconstruction(*, attack: str, model: str | nn.Module = "lenet", dataset
         check_reconstruction_sizes(fn, model, tuple(images.shape[1:]), num_classes, trials=trials,
                                    batch_size=batch_size, device=dev)
         n = images.shape[0]
-        idx = (torch.arange(trials)[:, None] * batch_size + torch.arange(batch_size)[None, :]) % n
+        step = torch.arange(batch_size, device=images.device)
+        idx = (torch.arange(trials, device=images.device)[:, None] * batch_size + step[None, :]) % n
         xs, ys = images[idx], torch.randint(num_classes, (trials, batch_size), generator=gen)
         source = "images"
     else:

@@ -46,6 +46,7 @@ from types import SimpleNamespace
 from .._checks import check_choice, check_positive_int
 from ..data import Dataset
 from ..validate import check_game_sizes
+from ..games.canary import Canary  # the record type lives with the game that plays it
 from .result import AuditResult
 
 __all__ = ["Canary", "CANARY_KINDS", "attribute_values", "exposure", "natural_canary", "craft_canary",
@@ -53,37 +54,6 @@ __all__ = ["Canary", "CANARY_KINDS", "attribute_values", "exposure", "natural_ca
 
 #: The kinds of canary :func:`make_canary` builds.
 CANARY_KINDS = ("random", "natural", "crafted")
-
-
-@dataclass
-class Canary:
-    """A target record for the attribute game: its features, label, and the two values of its sensitive column.
-
-    ``x`` holds the features with the sensitive column set to ``values[0]``;
-    :meth:`records` gives one row per secret value. ``kind`` is ``"random"``,
-    ``"natural"`` (the most exposed record of the data) or ``"crafted"``; ``index``
-    is the natural record's position in the data it was found in.
-    """
-
-    x: torch.Tensor
-    y: int
-    attribute: str
-    column: int
-    values: tuple[float, ...]
-    kind: str
-    exposure: float
-    index: int | None = None
-    details: dict = field(default_factory=dict)
-
-    def records(self) -> torch.Tensor:
-        """``(K, F)``: the canary with its sensitive column at each value."""
-        out = self.x[None].repeat(len(self.values), 1)
-        out[:, self.column] = torch.tensor(self.values, dtype=out.dtype)
-        return out
-
-    def summary(self) -> str:
-        where = f" (record {self.index})" if self.index is not None else ""
-        return f"{self.kind} canary{where}: label {self.y}, exposure {self.exposure:.3f}"
 
 
 # --------------------------------------------------------------------------- validation
@@ -275,7 +245,7 @@ def craft_canary(data: Dataset, model: nn.Module, *, attribute: str | None = Non
     lo, hi = data.x.min(0).values, data.x.max(0).values
     width = (hi - lo).clamp_min(1e-12)
     starts = torch.cat([nat.x[None], lo + torch.rand(restarts - 1, lo.shape[0], generator=gen) * width])
-    labels = torch.arange(data.num_classes)
+    labels = torch.arange(data.num_classes, device=data.x.device)
     z = starts.repeat_interleave(len(labels), 0).clone()               # (S, F)
     ys = labels.repeat(starts.shape[0])
 
@@ -288,7 +258,7 @@ def craft_canary(data: Dataset, model: nn.Module, *, attribute: str | None = Non
     ascent = vmap(grad(log_exposure))
     value = vmap(log_exposure)
     m, v = torch.zeros_like(z), torch.zeros_like(z)
-    free = torch.ones(z.shape[1])
+    free = torch.ones(z.shape[1], device=z.device)
     free[col] = 0.0
     b1, b2 = 0.9, 0.999
     best_z, best_val = z.clone(), value(z, ys).detach()
@@ -353,14 +323,15 @@ def attribute_accountant_epsilon(defense, *, delta: float, rounds: int, accounta
     target's attribute replaces its clipped gradient by another, which moves the sum
     by up to ``2C``: a Gaussian mechanism with sensitivity ``2C`` and noise ``sigma C``,
     the same as sensitivity ``C`` with noise multiplier ``sigma / 2``. So the epsilon of
-    the attribute game is the accountant's at ``sigma / 2``.
+    the attribute game is the accountant's at ``sigma / 2`` (:mod:`leaklab.privacy.accounting`'s
+    replace-one event).
     """
     from ..defenses import DPSGD
+    from ..privacy.accounting import PrivacyEvent
 
     if not isinstance(defense, DPSGD):
         raise TypeError(f"defense must be a DP-SGD defense, got {type(defense).__name__}")
-    return DPSGD(clip=defense.clip, noise=defense.noise / 2).epsilon(delta=delta, sample_rate=1.0,
-                                                                      steps=rounds, accountant=accountant)
+    return PrivacyEvent(defense.noise, 1.0, rounds, "replace-one").epsilon(delta=delta, accountant=accountant)
 
 
 @dataclass

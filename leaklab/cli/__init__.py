@@ -36,7 +36,7 @@ def _one_line(exc: Exception) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = _Parser(
         prog="leaklab",

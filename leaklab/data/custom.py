@@ -9,6 +9,7 @@ infer the games the data support, and refuse what would give meaningless results
 one-line error naming the column or argument.
 
 >>> import numpy as np
+>>> from leaklab.data import Dataset
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(200, 4)).astype("float32")
 >>> x[:, 3] = rng.integers(0, 2, 200)          # a binary group, kept as a feature
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .registry import Dataset, DatasetInfo
+from .info import DatasetInfo
 
 __all__ = ["from_arrays", "from_pandas", "MAX_ATTRIBUTE_VALUES"]
 
@@ -160,11 +161,14 @@ def _attribute(name: str, values: np.ndarray, n: int, *, strict_ints: bool) -> t
 
 # -- from arrays --------------------------------------------------------------------------------
 
-def from_arrays(x, y, *, sensitive=None, users=None, name: str = "custom", modality: str | None = None,
+def from_arrays(cls, x, y, *, sensitive=None, users=None, name: str = "custom", modality: str | None = None,
                 num_classes: int | None = None, class_names: Sequence[str] | None = None,
                 feature_names: Sequence[str] | None = None, standardize: bool = False,
-                task: str = "", description: str = "") -> Dataset:
+                task: str = "", description: str = "") -> "Dataset":
     """A :class:`Dataset` from records ``x`` and labels ``y`` (arrays, tensors or lists).
+
+    Called as ``Dataset.from_arrays(x, y, ...)``: ``cls`` is the dataset class (this
+    module builds datasets without importing the registry that lists them).
 
     Parameters
     ----------
@@ -301,7 +305,7 @@ def from_arrays(x, y, *, sensitive=None, users=None, name: str = "custom", modal
         attributes=attr_names, attribute_features=attr_features, has_users=user_codes is not None,
         class_names=class_names, feature_names=feature_names or (),
     )
-    return Dataset(info, xt.contiguous(), yt, attributes, user_codes)
+    return cls(info, xt.contiguous(), yt, attributes, user_codes)
 
 
 # -- from a pandas DataFrame --------------------------------------------------------------------
@@ -355,10 +359,12 @@ def _column_codes(df, col: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
                     "convert or drop it first")
 
 
-def from_pandas(df, label: str, *, sensitive: str | Sequence[str] = (), users: str | None = None,
+def from_pandas(cls, df, label: str, *, sensitive: str | Sequence[str] = (), users: str | None = None,
                 standardize: bool = True, keep_sensitive: bool = True, features: Sequence[str] | None = None,
-                name: str = "custom", task: str = "", description: str = "") -> Dataset:
+                name: str = "custom", task: str = "", description: str = "") -> "Dataset":
     """A tabular :class:`Dataset` from a pandas DataFrame: one row per record.
+
+    Called as ``Dataset.from_pandas(df, label, ...)`` (``cls`` is the dataset class).
 
     ``label`` names the class column (categories, booleans, strings, or integer codes
     ``0 .. K-1``); ``sensitive`` the sensitive attribute column(s), each coded ``0 .. K-1``
@@ -370,6 +376,7 @@ def from_pandas(df, label: str, *, sensitive: str | Sequence[str] = (), users: s
     ``info.attribute_features``, so the informed adversary can play the attribute game).
 
     >>> import pandas as pd
+    >>> from leaklab.data import Dataset
     >>> df = pd.DataFrame({"age": [30, 41, 52, 63] * 10, "sex": ["F", "M"] * 20,
     ...                    "smoker": [True, False, False, True] * 10, "ill": ["no", "yes"] * 20})
     >>> ds = Dataset.from_pandas(df, label="ill", sensitive="sex", name="clinic")
@@ -453,7 +460,7 @@ def from_pandas(df, label: str, *, sensitive: str | Sequence[str] = (), users: s
     sens_values = {}
     for c, (codes, names) in coded.items():
         sens_values[c] = np.asarray([names[i] for i in codes], dtype=object)
-    ds = from_arrays(x, y_arr, sensitive=sens_values, users=None if users is None else df[users].to_numpy(),
+    ds = from_arrays(cls, x, y_arr, sensitive=sens_values, users=None if users is None else df[users].to_numpy(),
                      name=name, modality="tabular", feature_names=feats, standardize=standardize,
                      task=task or label, description=description)
     # keep the value order of each sensitive column (numeric or categorical), not the sorted text
@@ -462,4 +469,4 @@ def from_pandas(df, label: str, *, sensitive: str | Sequence[str] = (), users: s
     attr_features = {c: feats.index(c) for c in sens if c in feats}
     info = replace(ds.info, attributes=attr_names, attribute_features=attr_features, categories=categories,
                    source="user data (Dataset.from_pandas)")
-    return Dataset(info, ds.x, ds.y, attributes, ds.users)
+    return cls(info, ds.x, ds.y, attributes, ds.users)

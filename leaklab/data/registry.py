@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .._checks import check_choice
+from . import custom as _custom
+from .info import GAMES, MODALITIES, DatasetInfo
 
 __all__ = [
     "GAMES",
@@ -19,42 +21,6 @@ __all__ = [
     "dataset_info",
     "load_dataset",
 ]
-
-#: The experiments a dataset can declare that it supports.
-GAMES = ("reconstruction", "attribute", "property", "distribution", "user", "membership", "tracing")
-MODALITIES = ("image", "tabular", "sequence")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset is: everything the registry knows before loading it."""
-
-    name: str
-    modality: str                      # one of MODALITIES
-    task: str                          # what the class label means
-    num_classes: int
-    input_shape: tuple[int, ...]       # shape of one record, e.g. (1, 8, 8) or (10,)
-    size: int                          # number of records the default loader returns
-    embedded: bool                     # True when it works offline (shipped inside a package or generated)
-    games: tuple[str, ...]             # subset of GAMES
-    source: str                        # where the data comes from
-    description: str = ""
-    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # secret -> value names
-    attribute_features: dict[str, int] = field(default_factory=dict)     # secret -> feature column in x
-    has_users: bool = False            # records carry a user id (for user inference)
-    class_names: tuple[str, ...] = ()  # names of the classes 0..K-1, where known
-    feature_names: tuple[str, ...] = ()                              # tabular: name of each column of x
-    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)  # coded feature -> value names
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["games"] = list(self.games)
-        d["attributes"] = {k: list(v) for k, v in self.attributes.items()}
-        d["class_names"] = list(self.class_names)
-        d["feature_names"] = list(self.feature_names)
-        d["categories"] = {k: list(v) for k, v in self.categories.items()}
-        return d
 
 
 @dataclass
@@ -166,19 +132,10 @@ class Dataset:
         return Dataset(replace(self.info, **changes), self.x, self.y, self.attributes, self.users)
 
     # -- your own data -----------------------------------------------------
-    @classmethod
-    def from_arrays(cls, x, y, **options) -> "Dataset":
-        """A dataset from arrays or tensors: see :func:`leaklab.data.custom.from_arrays`."""
-        from .custom import from_arrays
-
-        return from_arrays(x, y, **options)
-
-    @classmethod
-    def from_pandas(cls, df, label: str, **options) -> "Dataset":
-        """A tabular dataset from a pandas DataFrame: see :func:`leaklab.data.custom.from_pandas`."""
-        from .custom import from_pandas
-
-        return from_pandas(df, label, **options)
+    #: A dataset from arrays or tensors (:func:`leaklab.data.custom.from_arrays`).
+    from_arrays = classmethod(_custom.from_arrays)
+    #: A tabular dataset from a pandas DataFrame (:func:`leaklab.data.custom.from_pandas`).
+    from_pandas = classmethod(_custom.from_pandas)
 
     def register(self) -> "Dataset":
         """Make this dataset loadable by its name (``load_dataset(name)``, the ``leaklab`` command
@@ -259,7 +216,6 @@ def load_dataset(name: str, **options) -> Dataset:
 def as_dataset(dataset, name: str = "dataset") -> "Dataset":
     """A :class:`Dataset` from a registered name or a Dataset (anything else: a TypeError naming ``name``)."""
     if isinstance(dataset, str):
-        from . import load_dataset
         dataset = load_dataset(dataset)
     if not isinstance(dataset, Dataset):
         raise TypeError(f"{name} must be a dataset name or a Dataset, got {type(dataset).__name__}")

@@ -32,7 +32,9 @@ from .base import (Defense, NoDefense, as_defense, describe_defenses, list_defen
 from .gradient import ACCOUNTANTS, DPSGD, GaussianNoise, Prune, Sign
 from .perturb import Perturb
 from .vib import VIB, VIBModel
-from .spn import SPN, SPNModel  # noqa: F401  (registers "spn")
+# SPN lives in its own subpackage (leaklab.spn); importing its model registers "spn". A plain
+# submodule import, last: leaklab.spn.model imports this package's base classes.
+from ..spn import model as _spn_model  # noqa: F401,E402
 
 __all__ = ["ACCOUNTANTS", "DPSGD", "Defense", "GaussianNoise", "NoDefense", "Perturb", "Prune", "Sign",
            "VIB", "VIBModel", "as_defense", "describe_defenses", "list_defenses", "make_defense",

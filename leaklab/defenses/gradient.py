@@ -9,13 +9,10 @@ import math
 
 import torch
 
-from .._checks import check_choice, check_fraction
+from ..privacy.accounting import ACCOUNTANTS, PrivacyEvent  # ACCOUNTANTS: the accountants DPSGD.epsilon can use
 from .base import Defense, randn_like, register_defense
 
 __all__ = ["Prune", "Sign", "GaussianNoise", "DPSGD", "ACCOUNTANTS"]
-
-#: The Opacus accountants :meth:`DPSGD.epsilon` can use.
-ACCOUNTANTS = ("rdp", "prv")
 
 
 def _number(name: str, value, *, low: float = 0.0, high: float = math.inf, low_open: bool = False) -> float:
@@ -193,29 +190,10 @@ class DPSGD(Defense):
         is in every observed round it is 1 (no amplification by sampling); batches drawn
         with replacement from a pool are not Poisson sampling either, so 1 is the honest
         value there. ``accountant`` is ``"rdp"`` or ``"prv"`` (Opacus's RDPAccountant or
-        PRVAccountant). Infinite without noise.
+        PRVAccountant). Infinite without noise. The accounting is :mod:`leaklab.privacy.accounting`'s
+        (add/remove neighbours).
         """
-        check_choice("accountant", accountant, ACCOUNTANTS)
-        delta = check_fraction("delta", delta)
-        if not 0 < delta < 1:
-            raise ValueError(f"delta must lie in (0, 1), got {delta}")
-        sample_rate = check_fraction("sample_rate", sample_rate)
-        if sample_rate == 0:
-            raise ValueError("sample_rate must be > 0")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        if self.noise == 0:
-            return math.inf
-        if accountant == "rdp":
-            from opacus.accountants import RDPAccountant as Acc
-        else:
-            from opacus.accountants import PRVAccountant as Acc
-        import numpy as np
-
-        acc = Acc()
-        acc.history = [(self.noise, sample_rate, steps)]
-        with np.errstate(divide="ignore", invalid="ignore"):   # PRV at sample_rate 1 takes log(0) on purpose
-            return float(acc.get_epsilon(delta=delta))
+        return PrivacyEvent(self.noise, sample_rate, steps).epsilon(delta=delta, accountant=accountant)
 
     def privacy(self, *, delta: float = 1e-5, sample_rate: float = 1.0, steps: int = 1,
                 accountant: str = "rdp") -> dict:
@@ -227,8 +205,7 @@ class DPSGD(Defense):
         the attribute game: the sum can move by ``2 clip``, which is the noise
         multiplier halved.
         """
-        eps = self.epsilon(delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant)
-        half = DPSGD(clip=self.clip, noise=self.noise / 2)
-        rep = half.epsilon(delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant)
-        return {"epsilon": eps, "epsilon_replace": rep, "delta": delta, "accountant": accountant,
+        p = PrivacyEvent(self.noise, sample_rate, steps).record(delta=delta, accountant=accountant)
+        return {"epsilon": p["epsilon_add_remove"], "epsilon_replace": p["epsilon_replace"], "delta": delta,
+                "accountant": accountant,
                 "sample_rate": sample_rate, "steps": steps, "noise": self.noise}

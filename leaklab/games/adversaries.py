@@ -38,7 +38,7 @@ from .._checks import Registry, check_positive_int
 from ..data import DatasetInfo
 from ..fl import flatten
 from .games import Game
-from .protocol import Knowledge, Observation
+from .types import Knowledge, Observation
 
 __all__ = ["Adversary", "InformedAttributeAdversary", "PhiAdversary", "CombinedAdversary",
            "ShadowAdversary", "register_adversary",
@@ -150,7 +150,7 @@ class InformedAttributeAdversary(Adversary):
         codes = aux.attributes[game.attribute]
         k = len(knowledge.secret_names)
         self.candidates = torch.stack([aux.x[codes == v, self.column].mean() if (codes == v).any()
-                                       else torch.tensor(float(v)) for v in range(k)])
+                                       else torch.tensor(float(v), device=aux.x.device) for v in range(k)])
 
     def score(self, obs):
         kn = self.knowledge
@@ -359,7 +359,7 @@ class ShadowAdversary(Adversary):
         feats = self._features(kn.release(aux, idx, obs.params, self.generator))
         scaler = StandardScaler().fit(feats)
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        labels = tr.secret.numpy()
+        labels = tr.secret.cpu().numpy()
         clf.fit(scaler.transform(feats), labels)
         x = scaler.transform(self._features(obs.gradients))
         if K == 2:

@@ -2,7 +2,7 @@
 
 In the ordinary attribute game the target is drawn from the pool afresh in every
 trial. An audit asks how much the release reveals about one chosen record, so here
-the target is fixed: the canary (:class:`leaklab.audit.canaries.Canary`), a natural
+the target is fixed: the canary (:class:`Canary`, built by :func:`leaklab.audit.canaries.make_canary`), a natural
 record or a crafted one. The challenger draws the secret ``a`` uniformly and puts
 the canary with its sensitive feature at value ``a`` in every observed batch; the
 other ``k - 1`` records are drawn from the pool as usual. The adversary's
@@ -16,14 +16,45 @@ about it; the batches draw their other records from the pool without those rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..data import Dataset
 from .games import AttributeGame, Trials
 
-__all__ = ["CanaryAttributeGame", "CanaryDataset", "with_canary"]
+__all__ = ["Canary", "CanaryAttributeGame", "CanaryDataset", "with_canary"]
+
+
+@dataclass
+class Canary:
+    """A target record for the attribute game: its features, label, and the two values of its sensitive column.
+
+    ``x`` holds the features with the sensitive column set to ``values[0]``;
+    :meth:`records` gives one row per secret value. ``kind`` is ``"random"``,
+    ``"natural"`` (the most exposed record of the data) or ``"crafted"``; ``index``
+    is the natural record's position in the data it was found in.
+    """
+
+    x: torch.Tensor
+    y: int
+    attribute: str
+    column: int
+    values: tuple[float, ...]
+    kind: str
+    exposure: float
+    index: int | None = None
+    details: dict = field(default_factory=dict)
+
+    def records(self) -> torch.Tensor:
+        """``(K, F)``: the canary with its sensitive column at each value."""
+        out = self.x[None].repeat(len(self.values), 1)
+        out[:, self.column] = torch.tensor(self.values, dtype=out.dtype, device=out.device)
+        return out
+
+    def summary(self) -> str:
+        where = f" (record {self.index})" if self.index is not None else ""
+        return f"{self.kind} canary{where}: label {self.y}, exposure {self.exposure:.3f}"
 
 
 @dataclass(repr=False)
@@ -47,11 +78,11 @@ class CanaryDataset(Dataset):
         attrs = {}
         for name, codes in pool.attributes.items():
             if name == c.attribute:
-                extra = torch.arange(k, dtype=codes.dtype)
+                extra = torch.arange(k, dtype=codes.dtype, device=codes.device)
             elif c.index is not None and c.index < len(self):
                 extra = self.attributes[name][c.index].repeat(k)
             else:
-                extra = torch.zeros(k, dtype=codes.dtype)
+                extra = torch.zeros(k, dtype=codes.dtype, device=codes.device)
             attrs[name] = torch.cat([codes, extra.to(codes.device)])
         users = None if pool.users is None else torch.cat([pool.users, pool.users[:1].repeat(k)])
         ys = torch.full((k,), int(c.y), dtype=pool.y.dtype, device=pool.y.device)
@@ -64,12 +95,10 @@ class CanaryDataset(Dataset):
 
 def with_canary(data: Dataset, canary) -> CanaryDataset:
     """``data`` with ``canary`` to be put in the challenger's pool when the game splits it."""
-    from ..audit.canaries import Canary
-
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a leaklab Dataset, got {type(data).__name__}")
     if not isinstance(canary, Canary):
-        raise TypeError(f"canary must be a leaklab.audit.canaries.Canary, got {type(canary).__name__}")
+        raise TypeError(f"canary must be a leaklab Canary (leaklab.audit.canaries.make_canary), got {type(canary).__name__}")
     if tuple(canary.x.shape) != tuple(data.input_shape):
         raise ValueError(f"the canary has shape {tuple(canary.x.shape)}, the records of {data.name!r} "
                          f"{tuple(data.input_shape)}")

@@ -44,12 +44,12 @@ def _groups(codes: torch.Tensor, k: int, what: str, data: Dataset) -> list[torch
 
 def _draw_from(groups: list[torch.Tensor], values: torch.Tensor, generator) -> torch.Tensor:
     """For each entry of ``values`` (any shape), one random member of ``groups[value]``."""
-    out = torch.empty(values.shape, dtype=torch.long)
+    out = torch.empty(values.shape, dtype=torch.long, device=values.device)
     for v, g in enumerate(groups):
         mask = values == v
         n = int(mask.sum())
         if n:
-            out[mask] = g[torch.randint(len(g), (n,), generator=generator)]
+            out[mask] = g[torch.randint(len(g), (n,), generator=generator)].to(out.device)
     return out
 
 
@@ -176,7 +176,7 @@ class AttributeGame(Game):
         accounted release. Without the targets, training depends on the trials only
         through which records were left out, not on any target's attribute.
         """
-        keep = torch.ones(len(data), dtype=torch.bool)
+        keep = torch.ones(len(data), dtype=torch.bool, device=data.x.device)
         keep[trials.target.unique()] = False
         if not keep.any():
             raise ValueError(f"the {trials.target.numel()} trials' targets cover all {len(data)} records of the "
@@ -219,7 +219,7 @@ class PropertyGame(Game):
         lo = torch.floor(u * (half + 1)).long()                               # 0 .. half
         hi = half + 1 + torch.floor(u * (batch_size - half)).long()           # half+1 .. k
         count = torch.where(trials.secret == 1, hi, lo)                       # (T,)
-        has = torch.arange(batch_size)[None] < count[:, None]                 # (T, k)
+        has = torch.arange(batch_size, device=count.device)[None] < count[:, None]                 # (T, k)
         perm = torch.argsort(torch.rand(T, batch_size, generator=generator), 1)
         has = torch.gather(has, 1, perm)
         codes = data.attributes[self.attribute]
@@ -266,7 +266,7 @@ class DistributionGame(Game):
 
     def draw_batches(self, data, trials, batch_size, generator):
         T = trials.secret.shape[0]
-        p = torch.tensor(self.proportions)[trials.secret]                     # (T,)
+        p = torch.tensor(self.proportions, device=trials.secret.device)[trials.secret]                     # (T,)
         has = (torch.rand(T, batch_size, generator=generator) < p[:, None]).long()
         codes = data.attributes[self.attribute]
         groups = [(codes != self.value).nonzero().flatten(), (codes == self.value).nonzero().flatten()]

@@ -38,17 +38,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_fraction, check_positive_int, check_seed
+from .._checks import check_choice, check_fraction, check_positive_int, check_seed
 from ..data import Dataset
-from ..fl import parameters_of, train
+from ..fl import local_sgd, parameters_of, train
 from ..release import shared_names
 from ..runtime import get_device
 from ..validate import check_game_sizes
 from .adversaries import Adversary, make_adversary
 from .games import Game, Trials, make_game, register_game
-from .membership import _other_records
-from .protocol import (GameResult, Knowledge, Observation, checked_dataset, release_gradients, secure_release,
-                       set_up_players)
+from .membership.game import _other_records
+from .challenger import (ENGINES, as_game_defense, checked_dataset, release_gradients, secure_release,
+                         set_up_players)
+from .types import GameResult, Knowledge, Observation
 
 __all__ = ["TracingGame", "play_tracing", "TRACING_ADVERSARIES"]
 
@@ -89,7 +90,7 @@ class TracingGame(Game):
             one[:, 0, 0] = trials.target
             return one.expand(T, n, batch_size).clone()
         idx = _other_records(len(data), trials.target, (T, n, batch_size), generator)
-        idx[torch.arange(T), trials.secret, 0] = trials.target
+        idx[torch.arange(T, device=idx.device), trials.secret, 0] = trials.target
         return idx
 
 
@@ -104,14 +105,10 @@ def local_updates(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, params: 
     parameters move; a secret parameter in ``params`` stays as given. With ``steps=1`` the
     result is the defended gradient itself, up to rounding.
     """
-    cur = dict(params)
-    start = {}
-    for _ in range(steps):
-        g = release_gradients(model, xs, ys, cur, engine=engine, defense=defense, generator=generator,
-                              params_batched=True)
-        start = start or {k: cur[k] for k in g}
-        cur.update({k: cur[k] - lr * v for k, v in g.items()})
-    return {k: (start[k] - cur[k]) / lr for k in start}
+    check_choice("engine", engine, ENGINES)
+    cur = local_sgd(model, params, [(xs, ys)] * steps, lr=lr, defense=as_game_defense(defense),
+                    generator=generator, params_batched=True, engine=engine, secret="keep")
+    return {k: (params[k] - cur[k]) / lr for k in shared_names(model)}
 
 
 def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = None, clients: int = 8,
@@ -183,9 +180,9 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
                            engine=engine, generator=gen, device=dev)
     g = {k: v.reshape(T, n, *v.shape[1:]) for k, v in g.items()}
     shared = {k: theta[k] for k in shared_names(model)}
-    obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev))
     # each client's local model as the server can form it: the shared parameters only (a secret head never leaves)
-    obs.client_params = ({k: theta[k] - lr * g[k] for k in shared} if adv.name == "loss" else None)
+    local = {k: theta[k] - lr * g[k] for k in shared} if adv.name == "loss" else None
+    obs = Observation(1, shared, g, pool.x[tr.target].to(dev), pool.y[tr.target].to(dev), client_params=local)
     s = adv.score(obs)
     s = np.asarray(s.detach().cpu().double() if isinstance(s, torch.Tensor) else s)
     if s.shape != (T, n):
@@ -198,6 +195,6 @@ def play_tracing(dataset: str | Dataset, *, adversary: str | Adversary | None = 
               **{f"adversary_{k}": v for k, v in dict(adversary_options or {}).items()}}
     return GameResult(
         game="tracing", dataset=dataset.name, modality=dataset.modality, attribute=None,
-        adversary=adv.name, adaptive=adaptive, batch_size=batch_size, secret=tr.secret.numpy(),
+        adversary=adv.name, adaptive=adaptive, batch_size=batch_size, secret=tr.secret.cpu().numpy(),
         round_scores=s[None], secret_names=game.secret_names(pool), seed=seed, config=config,
         wall_time=time.perf_counter() - t0, device=str(dev))

@@ -124,7 +124,7 @@ def label_accuracy(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"{name} must hold labels >= 0, got {int(t.min())}")
     a, b = y.long(), y_hat.long().to(y.device)
     if a.shape[-1] == 0:
-        return torch.full(a.shape[:-1], math.nan)
+        return torch.full(a.shape[:-1], math.nan, device=a.device)
     C = int(max(a.max(), b.max())) + 1
     ca = F.one_hot(a, C).sum(-2)                        # (..., C) counts per class
     cb = F.one_hot(b, C).sum(-2)
