@@ -46,6 +46,9 @@ ALLOWED = {
     # The command line reads files and flags on the host.
     ("cli/reconstruct.py", "read_images"): "image files read on the CPU, moved by the attack",
     ("cli/reconstruct.py", "warn_if_not_converged"): "as_tensor keeps a tensor's device; lists are host flags",
+    # A module's constructor builds its parameters on the CPU, as torch.nn's layers do; the
+    # caller moves the module with .to(device) (imprint_model does).
+    ("attacks/imprint.py", "ImprintBlock.__init__"): "parameters built on the CPU like nn.Linear's, moved by .to",
     # Host-side numbers, used as Python floats or returned as CPU summaries.
     ("fl/rounds.py", "aggregate"): "client weights, used as Python floats",
     ("theory/layers.py", "noise_sweep"): "the sigmas and the returned curves are host summaries",

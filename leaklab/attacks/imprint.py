@@ -162,12 +162,12 @@ def imprint_model(model: nn.Module, aux: torch.Tensor, *, bins: int, statistic: 
     flat = aux.flatten(1).double().cpu()                         # (M, N)
     n = flat.shape[1]
     if statistic == "brightness":
-        m = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        m = torch.full((n,), 1.0 / n, dtype=torch.float64, device=flat.device)
     else:
         m = torch.randn(n, generator=gen, dtype=torch.float64)
         m = m / m.norm()
     s = flat @ m                                                 # (M,)
-    levels = torch.arange(1, bins, dtype=torch.float64) / bins
+    levels = torch.arange(1, bins, dtype=torch.float64, device=flat.device) / bins
     c = torch.cat([(s.min() - (s.max() - s.min()) - 1.0)[None], smooth_quantiles(s, levels)])   # (K,) ascending
     block = ImprintBlock(aux.shape[1:], bins)
     block.measure.weight.copy_((gain * m).expand(bins, n).float())
@@ -193,7 +193,8 @@ def smooth_quantiles(s: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     h = 1.06 * float(s.std()) * len(s) ** -0.2
     if not h > 0:
         return torch.quantile(s, levels)
-    grid = torch.linspace(float(s.min()) - 6 * h, float(s.max()) + 6 * h, 2048, dtype=torch.float64)
+    grid = torch.linspace(float(s.min()) - 6 * h, float(s.max()) + 6 * h, 2048, dtype=torch.float64,
+                          device=s.device)
     z = ((grid[:, None] - s[None, :]) / h).float()                 # float32 is plenty for a distribution function
     cdf = torch.special.ndtr(z).double().mean(1)
     # invert the increasing cdf: for each level, interpolate between the grid points around it

@@ -97,7 +97,7 @@ def gradient_canary(params, *, kind: str = "dirac", norm: float = 1.0, seed: int
     ref = next(iter(params.values()))
     if kind == "dirac":
         index = int(torch.randint(P, (1,), generator=gen))
-        flat = torch.zeros(P, dtype=ref.dtype)
+        flat = torch.zeros(P, dtype=ref.dtype, device=ref.device)
         flat[index] = 1.0
     else:
         index = None
@@ -152,7 +152,7 @@ def canary_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, canary
     cg = {k: v.to(grads[k].device, grads[k].dtype) for k, v in canary.gradient().items()}
     u = {k: v.to(grads[k].device, grads[k].dtype) for k, v in canary.direction.items()}
     n_in = (trials + 1) // 2
-    is_in = torch.arange(trials) < n_in
+    is_in = torch.arange(trials, device=gen_device) < n_in
     stats = []
     for s in trange(0, trials, chunk, desc="canary trials", progress=progress, leave=False):
         inn = is_in[s:s + chunk].to(gen_device)
@@ -167,7 +167,7 @@ def canary_statistics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, canary
             rel = defense(rows, generator=gen)
         proj = sum((rel[k].reshape(T, -1) * u[k].reshape(1, -1)).sum(1) for k in u)
         stats.append(proj.detach().cpu().double() * B1)
-    s = torch.cat(stats).numpy()
+    s = torch.cat(stats).cpu().numpy()
     if not np.isfinite(s).all():
         raise ValueError("the defense released NaN or inf values; no statistic can be computed")
     return s[:n_in], s[n_in:]

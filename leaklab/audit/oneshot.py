@@ -75,12 +75,12 @@ class _CanaryClients(Defense):
         K = owner.numel()
         counts = torch.bincount(owner, minlength=clients)
         self.slots = max(int(counts.max()) if K else 0, 1)
-        table = torch.full((clients, self.slots), -1, dtype=torch.long)
+        table = torch.full((clients, self.slots), -1, dtype=torch.long, device=owner.device)
         for j in range(clients):
             mine = torch.nonzero(owner == j).flatten()
             table[j, :mine.numel()] = mine
         self.table = table                                # (clients, slots): canary index or -1
-        self.inclusions = torch.zeros(K, dtype=torch.long)
+        self.inclusions = torch.zeros(K, dtype=torch.long, device=owner.device)
         self.steps = 0
 
     def __getattr__(self, item):                          # only called for attributes not found normally
@@ -233,9 +233,9 @@ def one_shot_federated(model: nn.Module, data, *, canaries: int = 200, observed:
     if float(change.norm()) == 0.0:
         raise ValueError("the model did not move: no cosine can be measured")
     cos = (dirs.double() @ change) / change.norm()
-    cos_in, cos_out = cos[:n_in].numpy(), cos[n_in:].numpy()
+    cos_in, cos_out = cos[:n_in].cpu().numpy(), cos[n_in:].cpu().numpy()
     fit = gdp_fit(cos_in, cos_out, delta=delta, level=level)
     return OneShotEstimate(fit=fit, accountant_epsilon=run.epsilon, accountant=run.accountant, accuracy=run.accuracy,
                            canaries=canaries, observed=n_in, dimension=P, rate=float(rate),
                            config={**run.config, "canary_norm": float(canary_norm)}, cos_in=cos_in,
-                           cos_out=cos_out, inclusions=wrapped.inclusions.numpy())
+                           cos_out=cos_out, inclusions=wrapped.inclusions.cpu().numpy())

@@ -53,7 +53,7 @@ def to_params(model: nn.Module, arrays) -> Params:
     dev = next(iter(named.values())).device
     out = {}
     for k, p in named.items():
-        v = torch.as_tensor(picked[k])
+        v = torch.as_tensor(picked[k], device=dev)
         if tuple(v.shape) != tuple(p.shape):
             raise ValueError(f"arrays[{k!r}] has shape {tuple(v.shape)}, the model's parameter {tuple(p.shape)}")
         out[k] = v.detach().to(device=dev, dtype=p.dtype).clone()
