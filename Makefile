@@ -33,16 +33,19 @@ env: $(STAMP)
 # Unit tests and every chapter notebook (nbmake), smoke profile, in one pytest run.
 # Each chapter runs in well under a minute in the smoke profile; a notebook that times out
 # (a kernel that stopped answering) is retried once, and no other failure is retried.
+# JOBS processes share the test files and chapters (pytest-xdist, one file per process at a time).
 NBMAKE := --nbmake --nbmake-timeout=420 --reruns 1 --only-rerun "timed out"
+JOBS   ?= 2
+XDIST  := -n $(JOBS) --dist loadfile
 test: env
-	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests notebooks $(NBMAKE) -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests notebooks $(NBMAKE) $(XDIST) -q
 	$(MAKE) book-check
 
 unit: env
-	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest tests $(XDIST) -q
 
 notebooks: env
-	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest notebooks $(NBMAKE) -q
+	LEAKLAB_PROFILE=smoke LEAKLAB_PROGRESS=0 $(PY) -m pytest notebooks $(NBMAKE) $(XDIST) -q
 
 # Every exercise's solution, run after its chapter in the same kernel (smoke profile unless
 # LEAKLAB_PROFILE says otherwise): each chapter's time, the solutions' time and their outputs.
