@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from leaklab import _progress
 
@@ -57,3 +58,84 @@ def test_book_and_test_builds_switch_bars_off():
     for target in ("test:", "book:"):
         body = make.split("\n" + target, 1)[1].split("\n\n", 1)[0]
         assert "LEAKLAB_PROGRESS=0" in body, target
+
+
+# -- a loop that stops early ends with a finished bar, not a failed one -------------------------
+
+@pytest.fixture
+def widget_bars(monkeypatch):
+    """Bars drawn as notebook widgets, as JupyterLab and Colab draw them."""
+    pytest.importorskip("ipywidgets")
+    import tqdm.auto
+    import tqdm.notebook
+    monkeypatch.setenv(_progress.ENV, "1")
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)
+    made = []
+    real = _progress.Bar.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+    monkeypatch.setattr(_progress.Bar, "__init__", spy)
+    return made
+
+
+def _style(bar):
+    return bar.container.children[1].bar_style
+
+
+def test_a_stopped_widget_is_not_red(widget_bars, capsys):
+    bar = _progress.trange(10, desc="x", leave=False)
+    for i in bar:
+        if i == 4:
+            break
+    bar.stop()
+    assert (bar.n, bar.total) == (4, 4)
+    assert _style(bar) != "danger"
+    assert bar.container.layout.visibility == "hidden"      # leave=False: it disappears
+
+
+def test_a_finished_widget_is_not_red(widget_bars, capsys):
+    bar = _progress.trange(5, desc="x", leave=True)
+    assert list(bar) == [0, 1, 2, 3, 4]
+    assert _style(bar) == "success"
+
+
+def test_an_error_still_leaves_the_widget_red(widget_bars, capsys):
+    """A loop that dies of an error is shown as such: only a normal stop is made clean."""
+    bar = _progress.trange(10, desc="x", leave=False)
+    with pytest.raises(RuntimeError):
+        for i in bar:
+            if i == 3:
+                raise RuntimeError("boom")
+    bar.close()
+    assert _style(bar) == "danger"
+
+
+def test_a_stopped_text_bar_reads_complete(monkeypatch):
+    import io
+    monkeypatch.setenv(_progress.ENV, "1")
+    out = io.StringIO()
+    bar = _progress.trange(10, desc="y", leave=True, file=out, mininterval=0)
+    for i in bar:
+        if i == 4:
+            break
+    bar.stop()
+    last = out.getvalue().rstrip().split("\r")[-1]             # what the terminal shows at the end
+    assert last.startswith("y: 100%") and "4/4" in last
+
+
+def test_lbfgs_that_converges_early_leaves_no_red_bar(widget_bars, capsys):
+    """Batched L-BFGS almost always ends before its budget; its widget must close as finished."""
+    from leaklab.attacks import lbfgs
+
+    def fg(v, idx=None):
+        return (v ** 2).sum(-1), 2 * v
+
+    v0 = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)
+    _, f, info = lbfgs(fg, v0, iters=50, retries=2, restart=lambda idx, k: v0[idx])
+    assert bool(info["converged"].all()) and info["iterations"] < 50 * 3
+    bars = [b for b in widget_bars if b.desc.startswith("L-BFGS")]
+    assert len(bars) == 1
+    assert _style(bars[0]) != "danger"
+    assert bars[0].container.layout.visibility == "hidden"

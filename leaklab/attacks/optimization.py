@@ -343,7 +343,7 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
     for it in bar:
         rows = torch.stack([active, pending]).nonzero().cpu()    # the one device sync of an iteration
         if rows.shape[0] == 0:
-            break
+            break                                                # every problem is done: a normal stop
         ridx = rows[rows[:, 0] == 1, 1].to(dev)
         if ridx.numel():                                         # restarts, in place, while others go on
             fresh = restart(ridx, tries[ridx]).to(v)
@@ -437,7 +437,7 @@ def lbfgs(fg: Callable, v0: torch.Tensor, *, iters: int, history: int = 20, c1: 
         active[idx] = ~converged & ~ended
         if progress and it % 10 == 0:
             bar.set_postfix(loss=f"{float(best_f.median()):.2e}", running=int(active.sum() + pending.sum()))
-    bar.close()
+    bar.stop()                   # most runs end before iters * (retries + 1): a finished bar, not a failed one
     return best_v, best_f, {"evaluations": evals, "iterations": it_done, "converged": best_f <= tol,
                             "tol": tol, "retried": tries}
 
