@@ -67,11 +67,18 @@ class FederatedRun:
 
 
 def _accuracy(model: nn.Module, params, data: Dataset, dev, chunk: int = 2048) -> float:
+    """Test accuracy at ``params``, with the model in evaluation mode (a stochastic model such as VIB
+    predicts from its mean code, and draws nothing)."""
     correct = 0
-    with torch.no_grad():
-        for s in range(0, len(data), chunk):
-            out = functional_call(model, params, (data.x[s:s + chunk].to(dev),))
-            correct += int((out.argmax(1).cpu() == data.y[s:s + chunk]).sum())
+    mode = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for s in range(0, len(data), chunk):
+                out = functional_call(model, params, (data.x[s:s + chunk].to(dev),))
+                correct += int((out.argmax(1).cpu() == data.y[s:s + chunk]).sum())
+    finally:
+        model.train(mode)
     return correct / max(len(data), 1)
 
 

@@ -90,6 +90,20 @@ def is_stochastic(model: nn.Module) -> bool:
     return bool(getattr(model, "stochastic", False))
 
 
+#: Trials per independently seeded block of a stochastic model's release (see :func:`release`).
+SAMPLING_BLOCK = 64
+
+
+@contextmanager
+def _forked(seed: int):
+    """Run the block with torch's global RNG (CPU and the current CUDA device) seeded with ``seed``,
+    restored afterwards."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @contextmanager
 def seeded(generator: torch.Generator | None):
     """Run the block with torch's global RNG seeded from ``generator`` (restored afterwards).
@@ -101,10 +115,7 @@ def seeded(generator: torch.Generator | None):
     if generator is None:
         yield
         return
-    seed = int(torch.randint(2**62, (1,), generator=generator))
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with _forked(int(torch.randint(2**62, (1,), generator=generator))):
         yield
 
 
@@ -202,7 +213,13 @@ def release(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *, params: Map
         ``model`` (``defense.wrap(model)``); here it leaves the gradients as they are.
     generator
         The source of every random draw (the defense's noise, a stochastic model's
-        sampling); the same generator state gives the same release.
+        sampling); the same generator state gives the same release. Required for a
+        stochastic model (``stochastic = True``, e.g. VIB): its sampling runs under
+        ``vmap(randomness="different")``, which draws from torch's global RNG; each block of
+        :data:`SAMPLING_BLOCK` trials forks that RNG and seeds it from ``generator``, so the
+        draws of a trial depend on the generator and the trial's place alone, not on the
+        caller's global RNG state or on how many trials fit in memory (unless fewer than
+        :data:`SAMPLING_BLOCK` do).
     engine
         ``"batched"`` (vmap over trials, in chunks that fit memory) or ``"loop"``
         (ordinary autograd, one trial at a time: the oracle the batched path is tested against).
@@ -241,12 +258,26 @@ def release(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, *, params: Map
         chunk = memory_chunk(xs, params, per_sample=per_sample) if chunk is None else check_positive_int("chunk", chunk)
     else:
         chunk = T
-    with seeded(generator if is_stochastic(model) else None):
+    def part(s, e):
+        p = {k: v[s:e] for k, v in params.items()} if params_batched else params
+        return _gradients(model, xs[s:e], ys[s:e], p, params_batched=params_batched,
+                          per_sample=per_sample, static=static_objective, engine=engine)
+
+    if is_stochastic(model):
+        if generator is None:
+            raise ValueError(f"{type(model).__name__} draws random numbers in its objective: pass generator= "
+                             f"(a seeded torch.Generator) so that its draws repeat with the seed")
+        # Each block of SAMPLING_BLOCK trials samples from its own seed, drawn from ``generator`` in
+        # order, so that a trial's draws do not depend on how many trials fit in memory at once.
+        seeds = torch.randint(2**62, (-(-T // SAMPLING_BLOCK),), generator=generator).tolist()
+        step = min(chunk, SAMPLING_BLOCK)
         parts = []
-        for s in range(0, T, chunk):
-            p = {k: v[s:s + chunk] for k, v in params.items()} if params_batched else params
-            parts.append(_gradients(model, xs[s:s + chunk], ys[s:s + chunk], p, params_batched=params_batched,
-                                    per_sample=per_sample, static=static_objective, engine=engine))
+        for b, seed in enumerate(seeds):
+            lo, hi = b * SAMPLING_BLOCK, min((b + 1) * SAMPLING_BLOCK, T)
+            with _forked(seed):
+                parts += [part(s, min(s + step, hi)) for s in range(lo, hi, step)]
+    else:
+        parts = [part(s, min(s + chunk, T)) for s in range(0, T, chunk)]
     grads = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     shared = shared_names(model)
     grads = {k: grads[k] for k in shared}

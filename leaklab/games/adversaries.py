@@ -166,9 +166,11 @@ class InformedAttributeAdversary(Adversary):
         cand = obs.phi_x[:, None, :].repeat(1, K, 1)                           # (T, K, F)
         cand[:, :, self.column] = self.candidates.to(dev)
         ys = obs.phi_y[:, None].expand(T, K).reshape(T * K, 1)
-        gc = _flat(kn.gradients(cand.reshape(T * K, 1, -1), ys, obs.params, defended=False)).reshape(T, K, -1)
+        gc = _flat(kn.gradients(cand.reshape(T * K, 1, -1), ys, obs.params, defended=False,
+                                generator=self.generator)).reshape(T, K, -1)     # (a stochastic model samples)
         aux = kn.auxiliary
-        ga = _flat(kn.gradients(aux.x[:, None], aux.y[:, None], obs.params, defended=False))   # (N, P) per record
+        ga = _flat(kn.gradients(aux.x[:, None], aux.y[:, None], obs.params, defended=False,
+                                generator=self.generator))                       # (N, P) per record
         m = ga.mean(0)
         ga = ga - m
         others = kn.clients * B - 1                # unknown records in the (summed) release

@@ -137,6 +137,22 @@ class MembershipGame(Game):
         target = torch.randint(len(data), (trials,), generator=generator)
         return Trials(secret, target)
 
+    def training_pool(self, data, trials):
+        """The pool without the trials' targets, members' and non-members' alike.
+
+        The release game's ``theta`` (after ``warmup_steps``) is given to the adversary,
+        and its epsilon counts the one release; a warm-up on the targets, under DP-SGD
+        or not, would be a use of them that the epsilon does not count. Without them,
+        ``theta`` depends on no target at all.
+        """
+        keep = torch.ones(len(data), dtype=torch.bool)
+        keep[trials.target.unique()] = False
+        if not keep.any():
+            raise ValueError(f"the membership game's {trials.target.shape[0]} trials draw every record of the "
+                             f"challenger's pool ({len(data)}) as a target, leaving none to train on before the "
+                             f"release: use fewer trials or warmup_steps=0")
+        return data.subset(keep.nonzero().flatten())
+
     def draw_batches(self, data, trials, batch_size, generator):
         T = trials.secret.shape[0]
         batch = _other_records(len(data), trials.target, (T, batch_size), generator)
@@ -557,8 +573,9 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     """Play ``trials`` trials of the membership game; see the module for what is observed.
 
     ``observe="release"``: a FedSGD release of a batch of ``batch_size`` records at
-    the model after ``warmup_steps`` SGD steps (learning rate ``lr``) on the pool,
-    through ``defense`` (``clients > 1``: the secure sum with other clients, whose batches
+    the model after ``warmup_steps`` SGD steps (learning rate ``lr``) on the pool without
+    the trials' targets (:meth:`MembershipGame.training_pool`: the epsilon recorded counts
+    the release alone, and ``theta`` uses no target), through ``defense`` (``clients > 1``: the secure sum with other clients, whose batches
     never hold the target, for members and non-members alike).
     ``observe="model"``: a model trained for ``train_steps`` steps (mini-batches of
     ``train_batch_size`` drawn without replacement, ``momentum``; under ``defense`` when it
@@ -619,13 +636,15 @@ def play_membership(dataset: str | Dataset, *, adversary: str | Adversary | None
     if observe == "release":
         from ..fl import parameters_of, train
 
-        if warmup_steps:
-            train(model, pool, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
+        tr = game.draw_trials(pool, trials, gen)
+        if warmup_steps:                  # on the pool without the targets: theta depends on none of them
+            warm = game.training_pool(pool, tr)
+            train(model, warm, steps=warmup_steps, lr=lr, seed=seed + 7, defense=defense, progress=False)
+            config.update(training_records=len(warm))
         kn = MembershipKnowledge(model=model, game=game, auxiliary=aux, batch_size=batch_size,
                                  secret_names=game.secret_names(pool), defense=defense, adaptive=adaptive,
                                  device=dev, engine=engine, clients=clients, observe=observe, seed=seed)
         adv.prepare(kn, seed=seed + 1)
-        tr = game.draw_trials(pool, trials, gen)
         idx = game.draw_batches(pool, tr, batch_size, gen)
         theta = parameters_of(model)
         g = server_sum(model, pool, idx, tr.target, theta, clients=clients, defense=defense, engine=engine,
@@ -700,8 +719,13 @@ def _privacy(defense, *, neighbours: str, sample_rate: float, steps: int, delta:
 
 
 def _accuracy(model, params, data: Dataset, dev) -> float:
-    with torch.no_grad():
-        out = functional_call(model, params, (data.x.to(dev),))
+    mode = model.training
+    model.eval()                          # a stochastic model (VIB) predicts from its mean: no draw
+    try:
+        with torch.no_grad():
+            out = functional_call(model, params, (data.x.to(dev),))
+    finally:
+        model.train(mode)
     return float((out.argmax(1).cpu() == data.y).double().mean())
 
 
