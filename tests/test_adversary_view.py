@@ -256,3 +256,57 @@ def test_the_client_keeps_its_secret_and_the_adversary_works():
                 defense="noise:std=1e4")
     lo, hi = null.score().auroc_ci
     assert lo < 0.5 < hi and 0.0 <= lo and hi <= 1.0
+
+
+# -- perturb: the surrogate the client fits on its records is the client's --------------------------
+
+def _reachable(root, limit: int = 200_000):
+    """Every object reachable from ``root`` through containers and instances (not modules, classes or code)."""
+    import gc
+    import types
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+            types.CodeType, types.FrameType)
+    seen, todo = {}, [root]
+    while todo and len(seen) < limit:
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, skip):
+            continue
+        seen[id(o)] = o
+        todo.extend(gc.get_referents(o))
+    return seen
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_no_adversary_holds_the_clients_surrogate(adaptive, monkeypatch):
+    from leaklab.defenses.perturb import Perturb
+
+    from leaklab.defenses import parse_defense
+    client = parse_defense("perturb:budget=0.5,features=32")
+    fits = []
+    real = Perturb.prepare
+
+    def spy(self, *, data, **kw):
+        fits.append((self, data))
+        return real(self, data=data, **kw)
+
+    monkeypatch.setattr(Perturb, "prepare", spy)
+    adv = make_adversary("informed", sims=4)
+    play("attribute", "diabetes", adversary=adv, batch_size=4, trials=24, defense=client, adaptive=adaptive,
+         seed=0, progress=False)
+    assert client.surrogate_ is not None                       # the client fitted its own, on its pool
+    forbidden = {id(client), id(client.surrogate_), *(id(t) for t in client.surrogate_.values())}
+    held = _reachable(adv)
+    assert not forbidden & set(held), "an adversary-held object references the client's defense or surrogate"
+    ptrs = {t.data_ptr() for t in client.surrogate_.values()}
+    assert not [o for o in held.values() if isinstance(o, torch.Tensor) and o.numel() and o.data_ptr() in ptrs]
+    mine = adv.knowledge.defense
+    assert mine is not client and mine.config() == client.config()     # the settings, public
+    clients_fits = [d for s, d in fits if s is client]
+    own_fits = [d for s, d in fits if s is mine]
+    assert clients_fits and all(d is not adv.knowledge.auxiliary for d in clients_fits)
+    if adaptive:      # the adaptive adversary refits the surrogate on its own auxiliary records
+        assert own_fits and all(d is adv.knowledge.auxiliary for d in own_fits)
+        assert mine.surrogate_ is not None
+        assert not torch.equal(mine.surrogate_["W"], client.surrogate_["W"])
+    else:             # a static adversary ignores M: it fits nothing
+        assert own_fits == [] and mine.surrogate_ is None

@@ -76,7 +76,8 @@ def cmd_game(args) -> int:
             row.update(baseline_auroc=r.numbers["baseline_auroc"],
                        baseline_auroc_ci=list(r.numbers["baseline_auroc_ci"]),
                        baseline_accuracy=r.numbers["baseline_accuracy"],
-                       gain_over_phi=r.numbers["gain_over_phi"])
+                       gain_over_phi=r.numbers["gain_over_phi"],
+                       gain_over_phi_ci=list(r.numbers.get("gain_over_phi_ci") or []))
         results.append(row)
     baseline = any("baseline_auroc" in r for r in results)
     out = {"game": args.game, "dataset": info.name, "modality": info.modality,

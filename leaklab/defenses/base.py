@@ -16,6 +16,7 @@ A defense ``M`` is a small object:
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 
@@ -79,6 +80,19 @@ class Defense:
         if self.acts_on == "sample":
             return {k: v.mean(0) for k, v in grads.items()}
         return grads
+
+    def public(self) -> Defense:
+        """A copy of ``M`` as an adversary may know it: its settings, none of its fitted state.
+
+        What a defense learns on the client's data (attributes ending in ``_``, such as
+        perturb's surrogate classifier, fitted on the client's records) is the client's own;
+        in the copy it is ``None``, and an adaptive adversary fits its own
+        (:meth:`prepare`, where the defense has one) on its auxiliary data.
+        """
+        out = object.__new__(type(self))
+        out.__dict__ = {k: None if (k.endswith("_") and not k.startswith("_")) else copy.deepcopy(v)
+                        for k, v in vars(self).items()}
+        return out
 
     def deterministic(self) -> Defense:
         """``M`` without its random part (the same defense for a deterministic one).

@@ -53,6 +53,12 @@ class Perturb(Defense):
     steps of size ``2.5 * budget * |g| / steps`` that decrease the cross-entropy between
     the surrogate's posterior and the uniform distribution, each followed by a projection
     onto the budget's ball; a step that does not lower the loss is undone and halved.
+
+    The projection is fixed by :meth:`fit`'s ``seed`` (0 in :meth:`prepare`): part of the
+    published defense, as its settings are. What the surrogate learns from the defender's
+    records (``surrogate_``) is the defender's own: an adversary holds
+    :meth:`~leaklab.defenses.Defense.public`'s copy without it and, when adaptive, fits its
+    own surrogate on its auxiliary records.
     """
 
     acts_on = "batch"
@@ -113,7 +119,7 @@ class Perturb(Defense):
         dev = next(iter(params.values())).device
         x, y = data.x.to(dev), data.y.to(dev)
         g = release(model, x[idx.to(dev)], y[idx.to(dev)], params=params, generator=generator)
-        self.fit(g, tr.secret, seed=int(torch.randint(2**31, (1,), generator=generator)))
+        self.fit(g, tr.secret)         # the fixed projection of the published defense (seed 0)
 
     # -- the defense ---------------------------------------------------------------------------
     def apply(self, grads, generator):

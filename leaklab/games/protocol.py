@@ -200,6 +200,11 @@ class Knowledge:
     seed: int = field(kw_only=True)
 
     def __post_init__(self):
+        # The adversary never holds the client's defense object: only its public settings
+        # (Defense.public), so that what the client fitted on its own records (perturb's
+        # surrogate) stays with the client; an adaptive adversary fits its own (_ready).
+        self.defense = as_game_defense(self.defense).public()
+        self._fitted_at = None
         # The adversary never holds the client's model: only a copy of what it may see,
         # with its own draw of the client's secrets (adaptive) or zeros (static).
         self.model = adversary_model(self.model, self.defense, adaptive=self.adaptive, seed=self.seed)
@@ -210,6 +215,19 @@ class Knowledge:
     def _params(self, params: Params) -> Params:
         return {**params, **self._own} if self._own else params
 
+    def _ready(self, defense, params: Params) -> None:
+        """Fit what ``M`` learns from data (perturb's surrogate) on the adversary's own auxiliary
+        records at ``params``, once per ``theta``, before simulating releases through it."""
+        if defense is None or not callable(getattr(defense, "prepare", None)):
+            return
+        at = (id(defense), torch.cat([v.detach().reshape(-1).double().cpu() for v in params.values()]))
+        last = self._fitted_at
+        if last is not None and last[0] == at[0] and last[1].shape == at[1].shape and torch.equal(last[1], at[1]):
+            return
+        defense.prepare(model=self.view, game=self.game, data=self.auxiliary, batch_size=self.batch_size,
+                        params=self._params(params), generator=torch.Generator().manual_seed(self.seed + 29))
+        self._fitted_at = at
+
     def release(self, data: Dataset, idx: torch.Tensor, params: Params,
                 generator: torch.Generator) -> Params:
         """Simulate what the server sees when the batches ``data[idx]`` (T, B) are released.
@@ -218,6 +236,8 @@ class Knowledge:
         those of ``clients - 1`` other clients with random batches from ``data``; the
         defense is applied by each client when the adversary is adaptive.
         """
+        if self.adaptive:
+            self._ready(self.defense, params)
         return secure_release(self.view, data, idx, self._params(params), clients=self.clients,
                               defense=self.defense if self.adaptive else None,
                               engine=self.engine, generator=generator, device=self.device,
@@ -240,6 +260,7 @@ class Knowledge:
         defended = self.adaptive if defended is None else defended
         if defense is None:
             defense = self.defense if defended else None
+        self._ready(defense, params)
         return release_gradients(self.view, xs.to(self.device), ys.to(self.device), self._params(params),
                                  engine=self.engine,
                                  defense=defense, generator=generator,
@@ -328,12 +349,25 @@ class GameResult:
         """:meth:`baseline_score` at the 95% level: what ``phi(z)`` alone reveals."""
         return self.baseline_score()
 
+    def gain_ci(self, rounds: int | None = None, *, level: float = 0.95) -> tuple[float, float] | None:
+        """A paired bootstrap interval for the gain over ``phi`` (AUROC minus the ``phi``-only AUROC).
+
+        Both adversaries are scored on the same resampled trials (seeded with the game's
+        seed), so the interval is that of the difference, not of either AUROC. ``None``
+        where there is no ``phi``.
+        """
+        if self.baseline_scores is None:
+            return None
+        from ..metrics.classification import auroc_gain_ci
+        return auroc_gain_ci(self.secret, self.scores(rounds), self.baseline_scores, level=level, seed=self.seed)
+
     def record(self, rounds: int | None = None) -> Record:
         """A :class:`~leaklab.results.Record` of the setting after ``rounds`` observed rounds.
 
         Its ``numbers`` hold the adversary's score and, where there is a ``phi``
         baseline, ``baseline_auroc``, ``baseline_auroc_ci``, ``baseline_accuracy`` and
-        ``gain_over_phi`` (the AUROC minus the baseline AUROC).
+        ``gain_over_phi`` (the AUROC minus the baseline AUROC) with ``gain_over_phi_ci``, its
+        paired 95% bootstrap interval over the same trials (:meth:`gain_ci`).
         """
         r = self.rounds if rounds is None else rounds
         config = {"game": self.game, "dataset": self.dataset, "modality": self.modality,
@@ -344,7 +378,8 @@ class GameResult:
         b = self.baseline
         if b is not None:
             numbers.update(baseline_auroc=b.auroc, baseline_auroc_ci=list(b.auroc_ci),
-                           baseline_accuracy=b.accuracy, gain_over_phi=s.auroc - b.auroc)
+                           baseline_accuracy=b.accuracy, gain_over_phi=s.auroc - b.auroc,
+                           gain_over_phi_ci=list(self.gain_ci(r)))
         return Record(kind=f"game/{self.game}", config=config, seed=self.seed,
                       numbers=numbers, wall_time=self.wall_time, device=self.device)
 
@@ -352,8 +387,11 @@ class GameResult:
         s = self.score()
         lo, hi = s.auroc_ci
         b = self.baseline
+        if b is not None:
+            glo, ghi = self.gain_ci()
         base = "" if b is None else (f"; phi alone AUROC {b.auroc:.3f} [{b.auroc_ci[0]:.3f}, "
-                                     f"{b.auroc_ci[1]:.3f}], gain over phi {s.auroc - b.auroc:+.3f}")
+                                     f"{b.auroc_ci[1]:.3f}], gain over phi {s.auroc - b.auroc:+.3f} "
+                                     f"[{glo:+.3f}, {ghi:+.3f}]")
         return (f"GameResult({self.game} on {self.dataset}, adversary={self.adversary}, "
                 f"batch_size={self.batch_size}, rounds={self.rounds}, trials={self.trials}: "
                 f"AUROC {s.auroc:.3f} [{lo:.3f}, {hi:.3f}], accuracy {s.accuracy:.3f}{base})")
