@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 #: A solution's code: a python fence inside a ``Solution`` dropdown of a numbered exercise
-#: (indented by three spaces under its list item).
-SOLUTION = re.compile(r"(?ms)^ {3}(`{4,})\{admonition\} Solution\n {3}:class: dropdown\n {3}```python\n(.*?)^ {3}```\n")
+#: (indented by three spaces under its list item), after any text that opens the solution
+#: (but not past the next dropdown).
+SOLUTION = re.compile(r"(?ms)^ {3}(`{4,})\{admonition\} Solution\n {3}:class: dropdown\n"
+                      r"(?:(?! {3}`{3,}\{admonition\}).)*?^ {3}```python\n(.*?)^ {3}```\n")
 
 
 def solutions(nb) -> list[str]:

@@ -136,3 +136,20 @@ def test_every_solution_with_code_compiles_and_is_found():
             compile(code, f"{path.name} solution {k + 1}", "exec")
         found += len(codes)
     assert found >= 2 * len(ALL_NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_hidden_checks_are_removed_and_run_in_the_book_profile_only(path):
+    """The cells that check the numbers a chapter's text quotes from its own run are hidden from
+    the page and guarded by the book profile (the text quotes that profile's numbers; a smoke run
+    gives others), so that a book build fails when a change makes the text wrong."""
+    checks = [c for c in nbformat.read(path, as_version=4).cells
+              if c.cell_type == "code" and c.source.startswith("# Hidden check")]
+    for c in checks:
+        assert "remove-cell" in c.metadata.get("tags", []), f"{path.name}: a hidden check without the remove-cell tag"
+        body = [line for line in c.source.splitlines()[1:] if line.strip()]
+        assert body and body[0] == 'if profile.name == "book":', \
+            f"{path.name}: a hidden check must start with `if profile.name == \"book\":`, got {body[:1]}"
+        assert len(body) > 1 and all(line.startswith("    ") for line in body[1:]), \
+            f"{path.name}: every line of a hidden check belongs under its profile guard"
+        assert "assert" in c.source, f"{path.name}: a hidden check that asserts nothing"
