@@ -149,8 +149,16 @@ def write_records(path: str | os.PathLike, records: Iterable[Record]) -> Path:
 
     Each record is written as one whole line and flushed to disk before the next,
     so that a kill leaves at most the last line torn (see :func:`resume_records`).
+    ``path`` names a file: a path that ends with a separator or names an existing folder
+    is refused before anything is written.
     """
-    path = Path(path)
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text or text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise ValueError(f"path must name a JSON-lines file, got {text!r}, a folder; "
+                         f"give a file inside it, e.g. {os.path.join(text or '.', 'records.jsonl')!r}")
+    path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for r in records:

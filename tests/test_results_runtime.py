@@ -76,3 +76,13 @@ def test_fingerprint_changes_with_any_value_shape_or_dtype():
                 fingerprint(x, y.flip(0)), fingerprint(y, x)}) == 6
     with pytest.raises(TypeError, match="argument 1"):
         fingerprint(x, [0, 1])
+
+
+@pytest.mark.parametrize("make", [lambda tmp: str(tmp / "runs") + "/", lambda tmp: tmp, lambda tmp: ""])
+def test_write_records_refuses_a_folder_before_writing(tmp_path, make):
+    target = make(tmp_path)
+    r = Record("demo", {"batch_size": 4}, seed=0, numbers={"auroc": 0.9})
+    with pytest.raises(ValueError, match="must name a JSON-lines file"):
+        write_records(target, [r])
+    assert not (tmp_path / "runs").exists()                        # nothing created on the way
+    assert list(tmp_path.iterdir()) == []
