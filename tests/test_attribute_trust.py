@@ -1,8 +1,10 @@
 """The attribute game's numbers: what the challenger trains on, what the combined adversary adds to
 phi, what the GDP ceiling bounds, and the informed adversary's batch correction."""
 import math
+import warnings
 
 import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,6 +82,23 @@ def test_training_between_rounds_does_not_carry_the_targets_attributes():
     # the same adversary reads the attributes off theta when the challenger trains on the targets
     leaky = _theta_game(_TrainsOnTargets(_null_data().info))
     assert leaky.score().auroc_ci[0] > 0.7, leaky
+
+
+def test_a_starved_training_pool_is_said_and_a_healthy_one_is_not():
+    data = _null_data()
+    game = games.make_game("attribute", data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # 50 trials leave most of the pool: no word
+        game.training_pool(data, game.draw_trials(data, 50, torch.Generator().manual_seed(1)))
+    for n in range(100, 2000, 20):                        # enough trials to leave a few records, not none
+        tr = game.draw_trials(data, n, torch.Generator().manual_seed(1))
+        left = len(data) - tr.target.unique().numel()
+        if 0 < left < 0.1 * len(data):
+            break
+    else:
+        pytest.fail("no trial count left a small, non-empty pool")
+    with pytest.warns(UserWarning, match=f"leave {left} of the {len(data)} records"):
+        game.training_pool(data, tr)
 
 
 def test_training_pool_leaves_out_exactly_the_targets():

@@ -13,6 +13,8 @@ needs (a sensitive attribute, user ids).
 """
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -182,6 +184,11 @@ class AttributeGame(Game):
             raise ValueError(f"the {trials.target.numel()} trials' targets cover all {len(data)} records of the "
                              "challenger's pool, which leaves no record to train on between rounds; use fewer "
                              "trials, more records, or steps_per_round=0")
+        kept = int(keep.sum())
+        if kept < 0.1 * len(data):
+            warnings.warn(f"the {trials.target.numel()} trials' targets leave {kept} of the {len(data)} records of "
+                          "the challenger's pool to train on between rounds: the model is trained on a small, "
+                          "unusual sample; use fewer trials, more records, or steps_per_round=0", stacklevel=3)
         return data.subset(keep)
 
 
