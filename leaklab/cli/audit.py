@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import sys
 
-from .common import JSON_NOTE, add_defense_arguments, check_adaptive, check_game_plan, positive_int, print_json
+from .common import (JSON_NOTE, add_defense_arguments, check_adaptive, check_game_plan, fraction, positive_int,
+                     print_json)
 
 #: What --help says of each field of --json (and of the printed summary).
 OUTPUT_FIELDS = (
@@ -21,18 +22,6 @@ OUTPUT_FIELDS = (
     "comparison, it does not bound this game; gdp_epsilon: the exact epsilon of the Gaussian mechanism of the "
     "attribute change, 2 sqrt(rounds) / noise -GDP. These four fields are "
     "absent for other defenses. " + JSON_NOTE + ".")
-
-
-def _fraction(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return v
 
 
 def register(sub) -> None:
@@ -57,7 +46,7 @@ def register(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=1000, help="independent trials (default 1000)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="records per release (default 8)")
     p.add_argument("--rounds", type=positive_int, default=1, help="observed rounds (default 1)")
-    p.add_argument("--delta", type=_fraction, default=1e-5, help="delta of the audited claim (default 1e-5)")
+    p.add_argument("--delta", type=fraction, default=1e-5, help="delta of the audited claim (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     from .audit_gradient import add_gradient_arguments

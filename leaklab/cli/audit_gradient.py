@@ -3,15 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _level(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a confidence level in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a confidence level in (0, 1), got {text!r}")
-    return v
+from .common import confidence_level
 
 
 def _claim(text: str):
@@ -31,7 +23,7 @@ def add_gradient_arguments(p) -> None:
                         "--defense (default: the claim itself) and print the verdict")
     p.add_argument("--direction", choices=("dirac", "random"), default="dirac",
                    help="with --canary gradient: the canary's direction (default dirac: one coordinate)")
-    p.add_argument("--level", type=_level, default=None,
+    p.add_argument("--level", type=confidence_level, default=None,
                    help="confidence of the interval (default 0.95; 0.999 with --claim)")
     p.add_argument("--accountant", choices=("prv", "rdp"), default="prv",
                    help="with --canary gradient: the Opacus accountant of the promised epsilon (default prv)")

@@ -35,6 +35,26 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def _open_unit(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what} in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected {what} in (0, 1), got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (a delta)."""
+    return _open_unit(text, "a number")
+
+
+def confidence_level(text: str) -> float:
+    """A confidence level strictly between 0 and 1."""
+    return _open_unit(text, "a confidence level")
+
+
 def int_list(text: str) -> list[int]:
     """A comma-separated list of positive integers, e.g. ``1,4,16``."""
     parts = [t.strip() for t in text.split(",")]
